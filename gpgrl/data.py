@@ -1,0 +1,290 @@
+"""Prompts: the training and held-out splits, how a prompt is rendered, and the order prompts are drawn in.
+
+Owns `Example` (one question with its gold answer and the extra columns handed to reward functions),
+`load_splits` (reasoning-gym train/eval splits; the eval split never shares a question with training),
+`render_prompt` (chat-template rendering) and `PromptQueue` (the seeded, resumable prompt stream that the
+training loop and GPG's resampling draw from).
+
+reasoning-gym generators are deterministic per (seed, index): most build item `i` from `Random(seed + i)`.
+Two datasets whose seeds are close therefore share items, so the eval seed is derived by hashing (not by
+adding a small offset), and the eval split is still de-duplicated against training by question text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gpgrl.config import ConfigError, DataConfig
+
+_EVAL_ATTEMPTS_PER_ITEM = 20
+"""The eval split draws at most this many candidates per requested item (plus a fixed margin)."""
+_EVAL_ATTEMPTS_MARGIN = 1000
+_MAX_GENERATOR_SEED = 2**31 - 1
+"""Derived seeds stay below 2**31 so that `seed + index` fits generators that use numpy's 32-bit seeds."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt: the user message, its gold answer and the columns reward functions receive.
+
+    For reasoning-gym tasks `columns` holds `entry` (the full reasoning-gym entry: question, answer,
+    metadata) and `task` (the task name). `index` is the row number within its split.
+    """
+
+    question: str
+    answer: str
+    columns: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    index: int = 0
+
+
+# ---------------------------------------------------------------- seeds and normalisation
+
+
+def derive_seed(*parts: object, bound: int = 2**63 - 1) -> int:
+    """A deterministic seed in [0, bound) from any printable parts (stable across processes and runs)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % bound
+
+
+def normalise_question(text: str) -> str:
+    """Comparison key for questions: Unicode NFKC, case-folded, all whitespace removed.
+
+    Removing whitespace makes 'Calculate 3+4.' and 'Calculate 3 + 4.' the same question, which errs on
+    the side of keeping near-duplicates out of the eval split.
+    """
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+# ---------------------------------------------------------------- reasoning-gym access
+
+
+def _registry() -> Mapping[str, Any]:
+    """reasoning-gym's task registry: name -> (dataset class, config class); filled on import."""
+    import reasoning_gym
+
+    return reasoning_gym.factory.DATASETS
+
+
+def _check_task(task: str) -> None:
+    names = sorted(_registry())
+    if task in names:
+        return
+    close = difflib.get_close_matches(task, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known tasks: {', '.join(names)}"
+    raise ConfigError(f"data.task={task!r} is not a reasoning-gym task ({hint})")
+
+
+def _accepted_kwargs(task: str) -> list[str]:
+    config_cls = _registry()[task][1]
+    return [f.name for f in dataclasses.fields(config_cls) if f.name not in ("seed", "size")]
+
+
+def _create(task: str, kwargs: Mapping[str, Any], size: int, seed: int) -> Any:
+    """A reasoning-gym dataset; generator errors become ConfigErrors that name data.task_kwargs."""
+    import reasoning_gym
+
+    reserved = sorted({"seed", "size"} & set(kwargs))
+    if reserved:
+        raise ConfigError(f"data.task_kwargs sets {', '.join(reserved)}: remove it (use data.seed, "
+                          "data.train_size and data.eval_size instead)")
+    try:
+        return reasoning_gym.create_dataset(task, size=size, seed=seed, **kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as err:
+        raise ConfigError(f"data.task_kwargs={dict(kwargs)!r} is rejected by reasoning-gym task {task!r}: "
+                          f"{err or type(err).__name__}. Accepted keys: {', '.join(_accepted_kwargs(task))}"
+                          ) from err
+
+
+def _entries(dataset: Any, task: str, kwargs: Mapping[str, Any], split: str) -> Iterator[dict[str, Any]]:
+    """Yield the dataset's entries; a failing or malformed item names the split, row and data.task_kwargs."""
+    for i in range(len(dataset)):
+        try:
+            entry = dataset[i]
+        except Exception as err:
+            raise ConfigError(f"reasoning-gym task {task!r} failed to generate {split} row {i} with "
+                              f"data.task_kwargs={dict(kwargs)!r}: {err!r}; change data.task_kwargs") from err
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("question"), str):
+            raise ConfigError(f"reasoning-gym task {task!r} produced {split} row {i} without a string "
+                              f"'question': {entry!r}")
+        yield dict(entry)
+
+
+def _example(entry: dict[str, Any], task: str, index: int) -> Example:
+    answer = entry.get("answer")
+    return Example(question=entry["question"], answer="" if answer is None else str(answer),
+                   columns={"entry": entry, "task": task}, index=index)
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _eval_examples(cfg: DataConfig, train_keys: set[str]) -> list[Example]:
+    """eval_size items whose questions appear neither in training nor twice in eval."""
+    seen = set(train_keys)
+    out: list[Example] = []
+    budget = _EVAL_ATTEMPTS_PER_ITEM * cfg.eval_size + _EVAL_ATTEMPTS_MARGIN
+    attempts, round_ = 0, 0
+    while len(out) < cfg.eval_size and attempts < budget:
+        seed = derive_seed(cfg.seed, "eval", round_, bound=_MAX_GENERATOR_SEED)
+        size = min(cfg.eval_size, budget - attempts)
+        dataset = _create(cfg.task, cfg.task_kwargs, size, seed)
+        for entry in _entries(dataset, cfg.task, cfg.task_kwargs, "eval"):
+            attempts += 1
+            key = normalise_question(entry["question"])
+            if key not in seen:
+                seen.add(key)
+                out.append(_example(entry, cfg.task, len(out)))
+                if len(out) == cfg.eval_size:
+                    break
+        round_ += 1
+    if len(out) < cfg.eval_size:
+        raise ConfigError(
+            f"only {len(out)} of data.eval_size={cfg.eval_size} held-out questions of task {cfg.task!r} are "
+            f"new (not among the {len(train_keys)} distinct training questions) after {attempts} attempts: "
+            "the task space is too small. Lower data.eval_size (or data.train_size), or widen "
+            "data.task_kwargs (e.g. more digits or terms)")
+    return out
+
+
+def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    """Training and held-out examples of a reasoning-gym task, deterministic for a given config.
+
+    Training: `cfg.train_size` items generated with seed `cfg.seed` (duplicates within training are kept).
+    Eval: `cfg.eval_size` items from seeds derived from `cfg.seed`; any question that also occurs in
+    training (compared with `normalise_question`) or earlier in eval is dropped and replaced, within a
+    bounded number of attempts. Raises ConfigError naming the key to change (data.task, data.task_kwargs,
+    data.eval_size).
+    """
+    _check_task(cfg.task)
+    kwargs = dict(cfg.task_kwargs)
+    train_ds = _create(cfg.task, kwargs, cfg.train_size, cfg.seed)
+    train = [_example(e, cfg.task, i) for i, e in enumerate(_entries(train_ds, cfg.task, kwargs, "train"))]
+    train_keys = {normalise_question(ex.question) for ex in train}
+    return train, _eval_examples(cfg, train_keys)
+
+
+def reward_columns(examples: Sequence[Example], repeat: int = 1) -> dict[str, list[Any]]:
+    """Reward-function columns aligned with completions: `answer` plus every key of `Example.columns`.
+
+    Each example's values are repeated `repeat` times (G completions per prompt, in prompt order).
+    """
+    keys = ["answer", *(k for k in (examples[0].columns if examples else ()) if k != "answer")]
+    rows = [ex for ex in examples for _ in range(repeat)]
+    return {k: [ex.answer if k == "answer" else ex.columns[k] for ex in rows] for k in keys}
+
+
+# ---------------------------------------------------------------- prompt rendering
+
+
+def _is_template_error(err: Exception) -> bool:
+    try:
+        from jinja2.exceptions import TemplateError
+    except ImportError:  # pragma: no cover - jinja2 ships with transformers' chat templates
+        return False
+    return isinstance(err, TemplateError)
+
+
+def render_prompt(tokenizer: Any, example: Example, system_prompt: str) -> str:
+    """The prompt text for `example`: chat template with an optional system message and the generation prompt.
+
+    An empty `system_prompt` omits the system message. If the tokenizer's template rejects the system role
+    (it raises a template error, as Gemma-style templates do), the system prompt is prepended to the user
+    message instead, separated by a blank line.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("the tokenizer has no chat template: use an instruct/chat model for model.name "
+                         "or set tokenizer.chat_template")
+    user = {"role": "user", "content": example.question}
+    if not system_prompt:
+        return _apply(tokenizer, [user])
+    try:
+        return _apply(tokenizer, [{"role": "system", "content": system_prompt}, user])
+    except Exception as err:
+        if not _is_template_error(err):
+            raise
+    return _apply(tokenizer, [{"role": "user", "content": f"{system_prompt}\n\n{example.question}"}])
+
+
+def _apply(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+# ---------------------------------------------------------------- the prompt stream
+
+
+class PromptQueue:
+    """Seeded, resumable stream of training examples: a fresh shuffle every epoch.
+
+    Epoch `e` visits every example exactly once, in the order `torch.randperm` gives with a
+    `torch.Generator` seeded from `(seed, e)`. `take(n)` crosses epoch boundaries transparently.
+    `state_dict()` records (epoch, position); loading it into a queue built from the same examples and
+    seed continues with exactly the items the original queue would have produced next.
+    """
+
+    def __init__(self, examples: Sequence[Example], seed: int) -> None:
+        if not examples:
+            raise ValueError("PromptQueue needs at least one training example (check data.train_size)")
+        self._examples = list(examples)
+        self._seed = int(seed)
+        self._epoch = 0
+        self._position = 0
+        self._order = self._permutation(0)
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    @property
+    def epoch(self) -> int:
+        """Index of the epoch the next item comes from (0-based)."""
+        return self._epoch
+
+    @property
+    def consumed(self) -> int:
+        """Items taken so far, over all epochs."""
+        return self._epoch * len(self._examples) + self._position
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(derive_seed(self._seed, "prompt-order", epoch))
+        return torch.randperm(len(self._examples), generator=generator).tolist()
+
+    def take(self, n: int) -> list[Example]:
+        """The next `n` examples (n >= 0), starting a new shuffled epoch whenever one runs out."""
+        if n < 0:
+            raise ValueError(f"PromptQueue.take(n={n}): n must be >= 0")
+        out: list[Example] = []
+        while len(out) < n:
+            if self._position == len(self._order):
+                self._epoch += 1
+                self._position = 0
+                self._order = self._permutation(self._epoch)
+            chunk = self._order[self._position:self._position + n - len(out)]
+            out.extend(self._examples[i] for i in chunk)
+            self._position += len(chunk)
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        """Resumption state (plain ints, JSON-serialisable)."""
+        return {"epoch": self._epoch, "position": self._position, "seed": self._seed,
+                "num_examples": len(self._examples)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue from a `state_dict()`; the queue must hold the same examples and seed as the saved one."""
+        n, seed = int(state.get("num_examples", len(self._examples))), int(state.get("seed", self._seed))
+        if n != len(self._examples) or seed != self._seed:
+            raise ValueError(f"prompt-queue state was saved for {n} examples with seed {seed}, but this "
+                             f"queue has {len(self._examples)} examples with seed {self._seed}: resume with "
+                             "the same data.* settings and train.seed as the saved run")
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if epoch < 0 or not 0 <= position <= n:
+            raise ValueError(f"prompt-queue state has epoch={epoch}, position={position}: expected "
+                             f"epoch >= 0 and 0 <= position <= {n}")
+        self._epoch, self._position = epoch, position
+        self._order = self._permutation(epoch)

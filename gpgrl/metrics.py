@@ -1,0 +1,84 @@
+"""Write-only metric sinks: metrics.jsonl, TensorBoard, optional Weights & Biases, and the live progress bar.
+
+Nothing here is ever read back by the training loop. Only the main process creates sinks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsWriter:
+    """Appends one JSON object per step to metrics.jsonl and mirrors scalars to TensorBoard / W&B."""
+
+    def __init__(self, output_dir: Path, tensorboard: bool, wandb_project: str | None, config: dict):
+        self.path = output_dir / "metrics.jsonl"
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        self._wandb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(output_dir / "tb"))
+        if wandb_project is not None:
+            try:
+                import wandb
+            except ImportError as err:
+                raise RuntimeError("logging.wandb=true needs the wandb package: pip install 'gpgrl[wandb]'") \
+                    from err
+            self._wandb = wandb.init(project=wandb_project, config=config, dir=str(output_dir))
+
+    def log(self, record: dict[str, Any]) -> None:
+        clean = {k: _finite_or_none(v) for k, v in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+        step = int(record["step"])
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._tb is not None:
+            for key, value in scalars.items():
+                if key != "step":
+                    self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+class ProgressBar:
+    """A live bar with reward, α, informative fraction, tokens/s and the generate/reward/train time split."""
+
+    def __init__(self, total: int, enabled: bool, console: Console):
+        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                  console=console, disable=not enabled)
+        self._task = self._progress.add_task("train", total=total, info="")
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, m: dict[str, Any]) -> None:
+        info = (f"reward {m['reward_mean']:.3f}  α {m['alpha']:.2f}  valid {m['valid_group_fraction']:.2f}  "
+                f"{m['tokens_per_s']:.0f} tok/s  gen/rew/train {m['time_generate_s']:.1f}/"
+                f"{m['time_reward_s']:.1f}/{m['time_train_s']:.1f}s")
+        self._progress.update(self._task, completed=m["step"], info=info)

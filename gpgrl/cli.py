@@ -62,9 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     console.rule("gpgrl train: resolved config")
     console.print(to_yaml(cfg), highlight=False, markup=False)
-    from gpgrl.trainer import train  # heavy imports only once the config is valid
+    from gpgrl.models import ModelLoadError  # heavy imports only once the config is valid
+    from gpgrl.rewards import RewardError
+    from gpgrl.trainer import train
 
-    train(cfg, console)
+    try:
+        train(cfg, console)
+    except (ConfigError, ModelLoadError, RewardError) as err:
+        console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
+        return 2 if isinstance(err, ConfigError) else 1
     return 0
 
 

@@ -71,7 +71,8 @@ class DataConfig:
     task: str = "basic_arithmetic"
     """reasoning-gym task name used for training and held-out evaluation."""
     task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1,
-                                                       "max_digits": 2})
+                                                       "max_digits": 2, "operators": ["+"],
+                                                       "allow_parentheses": False, "allow_negation": False})
     """Keyword arguments of the reasoning-gym generator (e.g. data.task_kwargs.max_digits=3)."""
     train_size: int = 2000
     """Number of training prompts generated (one epoch)."""
@@ -81,27 +82,31 @@ class DataConfig:
     """Seed of the data generator; the eval split uses a distinct, derived seed and is de-duplicated."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """System message of the chat template; empty for none."""
+    prompt_template: str = "{question} Reply with only the result, written as \\boxed{result}."
+    """User message; `{question}` is replaced by the task's question (e.g. '{question} Answer in \\boxed{}.')."""
 
     def __post_init__(self) -> None:
         _require(bool(self.task), "data.task is empty: name a reasoning-gym task such as basic_arithmetic")
         _require(isinstance(self.task_kwargs, dict), "data.task_kwargs must be a mapping")
         _require(self.train_size > 0, f"data.train_size={self.train_size} must be > 0")
         _require(self.eval_size >= 0, f"data.eval_size={self.eval_size} must be >= 0")
+        _require("{question}" in self.prompt_template,
+                 f"data.prompt_template={self.prompt_template!r} must contain {{question}} where the question goes")
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     prompts_per_step: int = 8
     """Prompts (groups) in the batch of one optimizer step, over all processes."""
-    generations_per_prompt: int = 8
+    generations_per_prompt: int = 6
     """G: completions sampled per prompt (group size); at least 2."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = 24
     """Completion length limit; longer completions are truncated and flagged."""
-    temperature: float = 1.0
+    temperature: float = 0.7
     """Sampling temperature; log-probs are computed at the same temperature."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1.0 = off)."""
-    max_rounds: int = 20
+    max_rounds: int = 4
     """Resampling budget per step: at most this many prompt batches are drawn to reach beta_th."""
     micro_batch_size: int = 16
     """Sequences per forward/backward pass (gradient accumulation inside one step); no effect on the result."""
@@ -152,7 +157,7 @@ class AlgorithmConfig:
 class RewardConfig:
     functions: tuple[str, ...] = ("accuracy", "boxed_format")
     """Reward functions: built-in names (gpgrl.rewards) or 'module:function'."""
-    weights: tuple[float, ...] = (1.0, 0.0)
+    weights: tuple[float, ...] = (1.0, 0.5)
     """One weight per function; the reward is the weighted sum. Weight 0 logs a function without using it."""
 
     def __post_init__(self) -> None:
@@ -164,7 +169,7 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 5e-6
+    lr: float = 2e-5
     """AdamW peak learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -190,7 +195,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 40
+    max_steps: int = 12
     """Optimizer steps."""
     output_dir: str = "runs/gpgrl"
     """Where config.yaml, metrics.jsonl, TensorBoard events, evals and final/ are written."""
@@ -210,7 +215,7 @@ class EvalConfig:
     """Evaluate held-out accuracy after training (eval_after.json)."""
     temperature: float = 0.0
     """0 = greedy decoding; > 0 samples one completion per item."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32
     """Completion length limit during evaluation."""
     batch_size: int = 64
     """Prompts per generate call during evaluation."""

@@ -192,17 +192,19 @@ def _is_template_error(err: Exception) -> bool:
     return isinstance(err, TemplateError)
 
 
-def render_prompt(tokenizer: Any, example: Example, system_prompt: str) -> str:
+def render_prompt(tokenizer: Any, example: Example, system_prompt: str, template: str = "{question}") -> str:
     """The prompt text for `example`: chat template with an optional system message and the generation prompt.
 
-    An empty `system_prompt` omits the system message. If the tokenizer's template rejects the system role
-    (it raises a template error, as Gemma-style templates do), the system prompt is prepended to the user
-    message instead, separated by a blank line.
+    The user message is `template` with `{question}` replaced by the question (plain replacement, so LaTeX
+    braces such as `\\boxed{}` in the template are kept). An empty `system_prompt` omits the system message.
+    If the tokenizer's template rejects the system role (it raises a template error, as Gemma-style templates
+    do), the system prompt is prepended to the user message instead, separated by a blank line.
     """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template: use an instruct/chat model for model.name "
                          "or set tokenizer.chat_template")
-    user = {"role": "user", "content": example.question}
+    content = template.replace("{question}", example.question)
+    user = {"role": "user", "content": content}
     if not system_prompt:
         return _apply(tokenizer, [user])
     try:
@@ -210,7 +212,7 @@ def render_prompt(tokenizer: Any, example: Example, system_prompt: str) -> str:
     except Exception as err:
         if not _is_template_error(err):
             raise
-    return _apply(tokenizer, [{"role": "user", "content": f"{system_prompt}\n\n{example.question}"}])
+    return _apply(tokenizer, [{"role": "user", "content": f"{system_prompt}\n\n{content}"}])
 
 
 def _apply(tokenizer: Any, messages: list[dict[str, str]]) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpgrl.data import Example, render_prompt
+from gpgrl.data import Example
 from gpgrl.rewards import accuracy, boxed_format
 from gpgrl.rollout import SamplingParams, generate
 
@@ -28,12 +28,13 @@ class EvalResult:
         return {"accuracy": self.accuracy, "n": self.n, "boxed_rate": self.boxed_rate}
 
 
-def evaluate(model, tokenizer, examples: Sequence[Example], system_prompt: str, params: SamplingParams,
-             scorer: Callable[..., list[float | None]] = accuracy) -> EvalResult:
-    """Generate one completion per example and score it; accuracy is the mean score (None counts as 0)."""
+def evaluate(model, tokenizer, examples: Sequence[Example], render: Callable[[Example], str],
+             params: SamplingParams, scorer: Callable[..., list[float | None]] = accuracy) -> EvalResult:
+    """Generate one completion per example (prompt text from `render`) and score it; accuracy is the mean
+    score (None counts as 0)."""
     if not examples:
         return EvalResult(0.0, 0, 0.0, [])
-    prompts = [render_prompt(tokenizer, ex, system_prompt) for ex in examples]
+    prompts = [render(ex) for ex in examples]
     groups = generate(model, tokenizer, prompts, 1, params)
     texts = [g[0].text for g in groups]
     questions = [ex.question for ex in examples]

@@ -25,7 +25,7 @@ class MetricsWriter:
 
     def __init__(self, output_dir: Path, tensorboard: bool, wandb_project: str | None, config: dict):
         self.path = output_dir / "metrics.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("w", encoding="utf-8")  # a new run starts a new file
         self._tb = None
         self._wandb = None
         if tensorboard:

@@ -91,7 +91,10 @@ def _parse_gold(gold: str, timeout: int | None) -> list[Any]:
 def _prediction_config() -> tuple[Any, ...]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
-    return (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    # as the reference accuracy reward (GPG_SPEC §6): the answer must be boxed or anchored ("the answer is …");
+    # a bare last number in the text does not count
+    return (LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),
+            ExprExtractionConfig(try_extract_without_anchor=False))
 
 
 def _verify_one(gold: list[Any], completion: str, timeout: int | None) -> float:
@@ -109,9 +112,9 @@ def accuracy(prompts: list[str], completions: list[str], answer: list[str],
     r"""1.0 if the completion's final answer equals the gold answer (math-verify), else 0.0.
 
     The prediction is extracted with math-verify's LaTeX extractor, `\boxed{...}` first
-    (`boxed_match_priority=0`), then its plain-expression extractor. **A box is not required**: without one,
-    math-verify takes an anchored answer ("the answer is 47", "= 47") or else the last number, so a
-    small model earns credit before it learns the format (reward the box with `boxed_format`). Several
+    (`boxed_match_priority=0`), then its plain-expression extractor, both with `try_extract_without_anchor=False`
+    as in the reference code's accuracy reward: the answer must be boxed or anchored ("the final answer is 47");
+    a bare number somewhere in the text earns nothing. Several
     different boxed answers count as a set and are wrong. Gold strings without `$`/`\boxed` are parsed
     as `$gold$`. An unparseable gold or prediction, and any exception, give 0.0. Timeouts: 5 s per parse
     and per verify in the main thread; none in other threads (math-verify's alarm only works there).
@@ -123,6 +126,8 @@ def accuracy(prompts: list[str], completions: list[str], answer: list[str],
     >>> accuracy(["q", "q"], ["the answer is 47", r"\boxed{-3}"], answer=["47", "-3"])
     [1.0, 1.0]
     >>> accuracy(["q"], [r"47 + 1 = 48, so \boxed{48} and \boxed{47}"], answer=["47"])
+    [0.0]
+    >>> accuracy(["q"], ["I think 46, then 47"], answer=["47"])
     [0.0]
     """
     timeout = _timeout()
@@ -294,6 +299,12 @@ def _as_float(value: Any, name: str, position: int) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _labels(names: Sequence[str]) -> tuple[str, ...]:
+    """Short metric names: 'pkg.mod:fn' and 'path/file.py:fn' become 'fn' unless two would collide."""
+    short = tuple(n.rsplit(":", 1)[-1] for n in names)
+    return short if len(set(short)) == len(short) else tuple(names)
+
+
 class RewardSet:
     """Several reward functions with one weight each; calling it scores a batch of completions.
 
@@ -318,6 +329,7 @@ class RewardSet:
         self.names = names
         self.weights = weights
         self.functions = tuple(load_reward_function(n) for n in names)
+        self.labels = _labels(names)
 
     @classmethod
     def from_config(cls, cfg: RewardConfig) -> RewardSet:
@@ -333,12 +345,12 @@ class RewardSet:
         _check_aligned(prompts, completions, columns)
         per_function: dict[str, list[float]] = {}
         invalid: dict[str, int] = {}
-        for name, function in zip(self.names, self.functions, strict=True):
+        for name, label, function in zip(self.names, self.labels, self.functions, strict=True):
             values = _call(name, function, prompts, completions, columns)
             cleaned = [_as_float(v, name, i) for i, v in enumerate(values)]
-            invalid[name] = sum(v is None for v in cleaned)
-            per_function[name] = [0.0 if v is None else v for v in cleaned]
-        total = [sum(w * per_function[n][i] for n, w in zip(self.names, self.weights, strict=True))
+            invalid[label] = sum(v is None for v in cleaned)
+            per_function[label] = [0.0 if v is None else v for v in cleaned]
+        total = [sum(w * per_function[n][i] for n, w in zip(self.labels, self.weights, strict=True))
                  for i in range(len(completions))]
         return RewardOutput(total, per_function, invalid)
 

@@ -70,6 +70,10 @@ class Run:
     output_dir: Path
     console: Console
 
+    def prompt(self, example: Example) -> str:
+        """The chat-templated prompt text of an example."""
+        return render_prompt(self.tokenizer, example, self.cfg.data.system_prompt, self.cfg.data.prompt_template)
+
 
 # ---------------------------------------------------------------- setup
 
@@ -97,10 +101,12 @@ def make_optimizer(model, cfg: Config) -> tuple[torch.optim.Optimizer, torch.opt
 
 
 def prepare_output_dir(cfg: Config) -> Path:
+    """Create the output directory, write config.yaml and start fresh per-step logs."""
     out = Path(cfg.train.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
+        (out / "completions.jsonl").write_text("")
     except OSError as err:
         raise RuntimeError(f"train.output_dir={str(out)!r} is not writable ({err.strerror}): "
                            "choose another directory") from err
@@ -154,7 +160,7 @@ def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int]):
     policy = run.accelerator.unwrap_model(run.model)
 
     def rollout(examples: Sequence[Example]) -> list[Group]:
-        prompts = [render_prompt(run.tokenizer, ex, run.cfg.data.system_prompt) for ex in examples]
+        prompts = [run.prompt(ex) for ex in examples]
         with timer("generate"):
             groups = generate(policy, run.tokenizer, prompts, r.generations_per_prompt, params)
         counts["generated_tokens"] = counts.get("generated_tokens", 0) + sum(s.length for g in groups for s in g)
@@ -273,7 +279,8 @@ def rollout_metrics(groups: Sequence[Group], stats: CollectStats, counts: dict[s
         "tokens": sum(s.length for s in samples),
         "completion_len_mean": sum(s.length for s in samples) / max(len(samples), 1),
         "truncated_fraction": sum(s.truncated for s in samples) / max(len(samples), 1),
-        "groups": len(groups), "rounds": stats.rounds, "prompts_drawn": stats.prompts_drawn,
+        "groups": len(groups), "degenerate_groups": sum(g.degenerate for g in groups),
+        "rounds": stats.rounds, "prompts_drawn": stats.prompts_drawn,
         "valid_groups_found": stats.valid_found, "surplus_valid_dropped": stats.surplus_valid_dropped,
         "budget_exhausted": int(stats.budget_exhausted),
     }
@@ -308,10 +315,10 @@ def train_step(run: Run, step: int) -> tuple[dict[str, Any], list[Group]]:
 
 def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> None:
     """Append the first `k` completions of the step (with rewards) to completions.jsonl."""
-    rows = [(g, i) for g in groups for i in range(len(g.samples))][:k]
+    rows = [(j, g, i) for j, g in enumerate(groups) for i in range(len(g.samples))][:k]
     with path.open("a", encoding="utf-8") as fh:
-        for g, i in rows:
-            fh.write(json.dumps({"step": step, "question": g.example.question, "answer": g.example.answer,
+        for j, g, i in rows:
+            fh.write(json.dumps({"step": step, "group": j, "question": g.example.question, "answer": g.example.answer,
                                  "completion": g.samples[i].text, "reward": float(g.rewards[i]),
                                  **{f"reward/{n}": v[i] for n, v in g.per_function.items()}}) + "\n")
 
@@ -322,8 +329,7 @@ def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> Non
 def run_eval(run: Run, name: str) -> EvalResult:
     e = run.cfg.eval
     params = SamplingParams(e.max_new_tokens, e.temperature, 1.0, e.batch_size)
-    result = evaluate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.eval_examples,
-                      run.cfg.data.system_prompt, params)
+    result = evaluate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.eval_examples, run.prompt, params)
     write_eval(result, run.output_dir / f"{name}.json")
     run.console.print(f"{name}: accuracy {result.accuracy:.3f} on {result.n} held-out items "
                       f"(boxed answers {result.boxed_rate:.2f})")

@@ -36,7 +36,8 @@ def test_coercion_of_bools_tuples_and_none():
 
 def test_nested_dict_override_merges_into_default():
     cfg = build_config(overrides=["data.task_kwargs.max_digits=3"])
-    assert cfg.data.task_kwargs == {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 3}
+    assert cfg.data.task_kwargs["max_digits"] == 3  # changed
+    assert cfg.data.task_kwargs["operators"] == ["+"]  # kept from the default mapping
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -102,3 +103,10 @@ def test_parse_override_values():
 def test_algorithm_overrides_only_lists_set_fields():
     cfg = build_config(overrides=["algorithm.beta_th=0.8", "algorithm.alpha=tokens"])
     assert cfg.algorithm.overrides() == {"beta_th": 0.8, "alpha": "tokens"}
+
+
+def test_default_recipe_file_is_the_default_config():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "default.yaml"
+    assert load_config(recipe) == Config(), "recipes/default.yaml must mirror the built-in defaults"

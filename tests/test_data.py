@@ -9,7 +9,9 @@ from transformers import PreTrainedTokenizerFast
 from gpgrl.config import ConfigError, DataConfig
 from gpgrl.data import Example, PromptQueue, load_splits, normalise_question, render_prompt, reward_columns
 
-SMALL = DataConfig(train_size=200, eval_size=50, seed=1234)
+# fixed task kwargs (not the config defaults, which are tuned for the demo), so the pinned items below hold
+SMALL = DataConfig(train_size=200, eval_size=50, seed=1234,
+                   task_kwargs={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2})
 # 11 * 11 = 121 possible questions ("Calculate a + b." with 0 <= a, b <= 10): forces eval de-duplication.
 TINY_SPACE = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+"],
               "allow_parentheses": False, "allow_negation": False}
@@ -42,7 +44,7 @@ def test_splits_have_the_configured_sizes_and_reasoning_gym_content():
     assert (len(train), len(evals)) == (200, 50)
     assert [ex.index for ex in train] == list(range(200))
     assert [ex.index for ex in evals] == list(range(50))
-    # reasoning-gym 0.1.25, basic_arithmetic, seed 1234, default data.task_kwargs: item 0
+    # reasoning-gym 0.1.25, basic_arithmetic, seed 1234, the kwargs of SMALL: item 0
     first = train[0]
     assert (first.question, first.answer) == ("Calculate -7 + -6.", "-13")
     assert first.columns["task"] == "basic_arithmetic"

@@ -75,7 +75,8 @@ def test_doctests():
     (r"\boxed{-13.0}", "-13", 1.0),
     (r"\boxed{71}", "72", 0.0),
     ("the answer is 47", "47", 1.0),  # no box needed: math-verify finds the anchored answer
-    ("I think 46, then 47", "47", 1.0),  # without a box or anchor the last number counts
+    ("I think 46, then 47", "47", 0.0),  # without a box or anchor nothing is extracted (reference behaviour)
+    ("The final answer is 47.", "47", 1.0),  # an anchored answer counts
     (r"\boxed{46} no wait, 47", "47", 0.0),  # a boxed answer wins over later text
     (r"\boxed{47} \boxed{48}", "47", 0.0),  # two different boxed answers are a set, not 47
     ("garbage xyz", "47", 0.0),
@@ -221,18 +222,18 @@ def test_load_file_errors(custom, tmp_path):
 def test_reward_set_weighted_sum_and_invalid_policy(custom):
     reward_set = RewardSet([f"{custom}:ones", f"{custom}:messy"], [2.0, 0.5])
     out = reward_set(["q"] * 4, ["a", "b", "c", "d"], {"answer": ["1", "2", "3", "4"]})
-    assert out.per_function == {f"{custom}:ones": [1.0, 1.0, 1.0, 1.0],
-                                f"{custom}:messy": [0.0, 0.0, 0.0, 2.0]}
-    assert out.invalid == {f"{custom}:ones": 0, f"{custom}:messy": 3}
+    # metrics use the short function names
+    assert out.per_function == {"ones": [1.0, 1.0, 1.0, 1.0], "messy": [0.0, 0.0, 0.0, 2.0]}
+    assert out.invalid == {"ones": 0, "messy": 3}
     assert out.total == [2.0, 2.0, 2.0, 3.0]
 
 
 def test_reward_set_with_builtins_and_a_zero_weight():
-    reward_set = RewardSet.from_config(RewardConfig())  # accuracy 1.0, boxed_format 0.0
+    reward_set = RewardSet.from_config(RewardConfig(weights=(1.0, 0.0)))  # accuracy 1.0, boxed_format 0.0
     completions = [r"\boxed{47}", "47", r"\boxed{46}"]
     out = reward_set(["q"] * 3, completions, {"answer": ["47"] * 3, "task": ["t"] * 3})
-    assert out.per_function == {"accuracy": [1.0, 1.0, 0.0], "boxed_format": [1.0, 0.0, 1.0]}
-    assert out.total == [1.0, 1.0, 0.0]
+    assert out.per_function == {"accuracy": [1.0, 0.0, 0.0], "boxed_format": [1.0, 0.0, 1.0]}  # bare 47: 0
+    assert out.total == [1.0, 0.0, 0.0]
     assert out.invalid == {"accuracy": 0, "boxed_format": 0}
     assert repr(reward_set) == "RewardSet(1*accuracy + 0*boxed_format)"
 

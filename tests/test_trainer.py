@@ -1,0 +1,132 @@
+"""End to end on the tiny random model: outputs, parameter updates, α bookkeeping, resampling, reload."""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from gpgrl.cli import main
+from gpgrl.config import ModelConfig
+from gpgrl.models import resolve_model_source
+
+REWARDS = Path(__file__).parent / "fixture_rewards.py"
+METRIC_KEYS = {"step", "reward_mean", "alpha", "valid_group_fraction", "step_time_s", "tokens", "rounds",
+               "time_generate_s", "time_reward_s", "time_train_s", "tokens_per_s", "work_saved_fraction"}
+
+
+def _train(tmp_path: Path, *overrides: str) -> Path:
+    out = tmp_path / "run"
+    args = ["train", "model.name=tiny-random", f"model.cache_dir={tmp_path / 'cache'}", f"train.output_dir={out}",
+            "data.train_size=64", "data.eval_size=8", "rollout.prompts_per_step=4",
+            "rollout.generations_per_prompt=4", "rollout.max_new_tokens=12", "eval.max_new_tokens=12",
+            "logging.progress=false", "optim.lr=1e-3", "optim.warmup_steps=0", *overrides]
+    assert main(args) == 0
+    return out
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_train_writes_everything_and_updates_parameters(tmp_path):
+    out = _train(tmp_path, "train.max_steps=3", f"reward.functions={REWARDS}:digit_fraction,accuracy",
+                 "reward.weights=[1.0, 0.0]", "logging.sample_completions=100")
+    for name in ("config.yaml", "metrics.jsonl", "completions.jsonl", "eval_before.json", "eval_after.json",
+                 "final/README.md", "final/config.json", "summary.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    metrics = _records(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(METRIC_KEYS <= m.keys() for m in metrics)
+    assert all("reward/accuracy" in m and "reward/digit_fraction" in m for m in metrics)
+    for name in ("eval_before.json", "eval_after.json"):
+        assert json.loads((out / name).read_text()).keys() >= {"accuracy", "n"}
+    initial = AutoModelForCausalLM.from_pretrained(resolve_model_source(
+        ModelConfig(name="tiny-random", cache_dir=str(tmp_path / "cache"))))
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    before, after = _params(initial), _params(final)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before), "every parameter tensor should move with lr 1e-3"
+    assert "gpg" in (out / "final" / "README.md").read_text()
+
+
+def test_alpha_and_valid_fraction_agree_with_rewards(tmp_path):
+    """M is recounted here from the raw per-completion rewards, independently of the trainer."""
+    out = _train(tmp_path, "train.max_steps=3", "algorithm.name=gpg-alpha", f"reward.functions={REWARDS}:has_digit",
+                 "reward.weights=[1.0]", "logging.sample_completions=1000", "eval.before=false", "eval.after=false")
+    rewards = defaultdict(list)
+    for row in _records(out / "completions.jsonl"):
+        rewards[(row["step"], row["group"])].append(row["reward"])
+    for m in _records(out / "metrics.jsonl"):
+        groups = [r for (step, _), r in rewards.items() if step == m["step"]]
+        degenerate = sum(max(r) == min(r) for r in groups)
+        assert len(groups) == 4
+        assert m["valid_group_fraction"] == pytest.approx((4 - degenerate) / 4)
+        expected_alpha = 4 / (4 - degenerate) if degenerate < 4 else 0.0  # B/(B-M) with G=4 per group
+        assert m["alpha"] == pytest.approx(expected_alpha)
+        assert m["work_saved_fraction"] >= degenerate / 4  # degenerate groups never reach forward/backward
+
+
+def test_homogeneous_rewards_resample_then_skip(tmp_path):
+    out = _train(tmp_path, "train.max_steps=2", f"reward.functions={REWARDS}:constant", "reward.weights=[1.0]",
+                 "rollout.max_rounds=3", "eval.before=false", "eval.after=false")
+    for m in _records(out / "metrics.jsonl"):
+        assert m["rounds"] == 3 and m["prompts_drawn"] == 12 and m["budget_exhausted"] == 1
+        assert m["has_signal"] == 0 and m["alpha"] == 0.0 and m["valid_group_fraction"] == 0.0
+    initial = AutoModelForCausalLM.from_pretrained(resolve_model_source(
+        ModelConfig(name="tiny-random", cache_dir=str(tmp_path / "cache"))))
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert all(torch.equal(a, b) for a, b in zip(_params(initial).values(), _params(final).values(), strict=True))
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dapo", "rloo", "reinforce_pp_baseline", "dr_grpo"])
+def test_baseline_presets_train(tmp_path, preset):
+    out = _train(tmp_path, "train.max_steps=1", f"algorithm.name={preset}",
+                 f"reward.functions={REWARDS}:digit_fraction", "reward.weights=[1.0]", "eval.before=false",
+                 "eval.after=false", "rollout.max_rounds=2")
+    (m,) = _records(out / "metrics.jsonl")
+    assert m["has_signal"] == 1 and m["grad_norm"] > 0
+
+
+def test_lora_run_saves_a_merged_model(tmp_path):
+    out = _train(tmp_path, "train.max_steps=1", "model.lora_r=4", f"reward.functions={REWARDS}:digit_fraction",
+                 "reward.weights=[1.0]", "eval.before=false", "eval.after=false")
+    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+    assert not (out / "final" / "adapter_config.json").exists()
+
+
+def test_same_seed_same_weights(tmp_path):
+    outs = [_train(tmp_path / str(i), "train.max_steps=2", f"reward.functions={REWARDS}:digit_fraction",
+                   "reward.weights=[1.0]", "eval.before=false", "eval.after=false") for i in range(2)]
+    a, b = (_params(AutoModelForCausalLM.from_pretrained(out / "final")) for out in outs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [_records(out / "metrics.jsonl") for out in outs]
+    assert [m["reward_mean"] for m in metrics[0]] == [m["reward_mean"] for m in metrics[1]]
+
+
+def test_data_error_is_reported_cleanly(tmp_path, capsys):
+    assert main(["train", "model.name=tiny-random", f"train.output_dir={tmp_path}", "data.task=basic_arithmetc",
+                 "logging.progress=false"]) == 2
+    assert "basic_arithmetic" in capsys.readouterr().out
+
+
+def test_config_error_exits_2_before_loading(tmp_path, capsys):
+    assert main(["train", "train.max_step=1"]) == 2
+    assert "did you mean 'max_steps'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_default_two_steps(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "train.max_steps=2", f"train.output_dir={out}", "data.eval_size=8",
+                 "logging.progress=false"]) == 0
+    metrics = _records(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert json.loads((out / "eval_after.json").read_text())["n"] == 8

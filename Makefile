@@ -28,7 +28,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/gpgrl train
+	# a new output directory per demo run: gpgrl never overwrites a previous run
+	$(VENV)/bin/gpgrl train train.output_dir=runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -46,7 +46,7 @@ def _resolve(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # messages stay on one line (greppable logs)
     try:
         if args.command == "presets":
             from gpgrl.algos.presets import presets_table
@@ -64,11 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(to_yaml(cfg), highlight=False, markup=False)
     from gpgrl.models import ModelLoadError  # heavy imports only once the config is valid
     from gpgrl.rewards import RewardError
-    from gpgrl.trainer import train
+    from gpgrl.trainer import CheckpointError, Interrupted, TrainingDiverged, train
 
     try:
         train(cfg, console)
-    except (ConfigError, ModelLoadError, RewardError) as err:
+    except Interrupted as stop:
+        console.print(f"[yellow]{stop}", highlight=False)
+        return 128 + stop.signum
+    except (ConfigError, ModelLoadError, RewardError, TrainingDiverged, CheckpointError) as err:
         console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
         return 2 if isinstance(err, ConfigError) else 1
     return 0

@@ -112,6 +112,9 @@ class RolloutConfig:
     """Sequences per forward/backward pass (gradient accumulation inside one step); no effect on the result."""
     generation_batch_size: int = 64
     """Sequences generated per `generate` call; no effect on the result beyond padding."""
+    max_prompt_tokens: int = 512
+    """Prompts longer than this (after the chat template) are dropped from the train and eval sets at start-up
+    and counted; 0 = no limit."""
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step > 0, f"rollout.prompts_per_step={self.prompts_per_step} must be > 0")
@@ -125,6 +128,7 @@ class RolloutConfig:
         _require(self.micro_batch_size > 0, f"rollout.micro_batch_size={self.micro_batch_size} must be > 0")
         _require(self.generation_batch_size > 0,
                  f"rollout.generation_batch_size={self.generation_batch_size} must be > 0")
+        _require(self.max_prompt_tokens >= 0, f"rollout.max_prompt_tokens={self.max_prompt_tokens} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -201,10 +205,21 @@ class TrainConfig:
     """Where config.yaml, metrics.jsonl, TensorBoard events, evals and final/ are written."""
     seed: int = 0
     """Seed of sampling, initialisation of LoRA/tiny models and the prompt order."""
+    save_every: int = 50
+    """Write a checkpoint every this many steps (and always at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints in train.output_dir."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in train.output_dir (exactly: same final weights)."""
+    max_bad_steps: int = 3
+    """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
 
     def __post_init__(self) -> None:
         _require(self.max_steps >= 0, f"train.max_steps={self.max_steps} must be >= 0")
         _require(bool(self.output_dir), "train.output_dir is empty: give a directory")
+        _require(self.save_every >= 0, f"train.save_every={self.save_every} must be >= 0 (0 = only at the end)")
+        _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints={self.keep_checkpoints} must be >= 1")
+        _require(self.max_bad_steps >= 1, f"train.max_bad_steps={self.max_bad_steps} must be >= 1")
 
 
 @dataclass(frozen=True)

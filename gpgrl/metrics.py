@@ -23,15 +23,18 @@ def _finite_or_none(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per step to metrics.jsonl and mirrors scalars to TensorBoard / W&B."""
 
-    def __init__(self, output_dir: Path, tensorboard: bool, wandb_project: str | None, config: dict):
+    def __init__(self, output_dir: Path, tensorboard: bool, wandb_project: str | None, config: dict,
+                 purge_step: int = 1):
+        """Appends to metrics.jsonl (the caller truncates it to the resumed step); TensorBoard events from
+        `purge_step` on are discarded, so a resumed run does not show redone steps twice."""
         self.path = output_dir / "metrics.jsonl"
-        self._file = self.path.open("w", encoding="utf-8")  # a new run starts a new file
+        self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         self._wandb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(output_dir / "tb"))
+            self._tb = SummaryWriter(log_dir=str(output_dir / "tb"), purge_step=purge_step)
         if wandb_project is not None:
             try:
                 import wandb
@@ -64,11 +67,11 @@ class MetricsWriter:
 class ProgressBar:
     """A live bar with reward, α, informative fraction, tokens/s and the generate/reward/train time split."""
 
-    def __init__(self, total: int, enabled: bool, console: Console):
+    def __init__(self, total: int, enabled: bool, console: Console, completed: int = 0):
         self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
                                   console=console, disable=not enabled)
-        self._task = self._progress.add_task("train", total=total, info="")
+        self._task = self._progress.add_task("train", total=total, completed=completed, info="")
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()

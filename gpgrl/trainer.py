@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -26,9 +29,10 @@ from rich.table import Table
 
 from gpgrl.algos.aggregation import Normaliser, aggregate
 from gpgrl.algos.presets import Algorithm, resolve_algorithm
-from gpgrl.config import Config, to_dict, to_yaml
+from gpgrl.checkpoint import LoopState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gpgrl.config import Config, ConfigError, to_dict, to_yaml
 from gpgrl.data import Example, PromptQueue, load_splits, render_prompt
-from gpgrl.evaluate import EvalResult, evaluate, write_eval
+from gpgrl.evaluate import evaluate, write_eval
 from gpgrl.metrics import MetricsWriter, ProgressBar
 from gpgrl.models import load_policy, load_reference, save_final
 from gpgrl.resample import CollectStats, Group, collect_batch
@@ -69,6 +73,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     output_dir: Path
     console: Console
+    updates: int = 0  # optimizer steps taken; a crash checkpoint is only exact if the failed step took none
 
     def prompt(self, example: Example) -> str:
         """The chat-templated prompt text of an example."""
@@ -101,15 +106,18 @@ def make_optimizer(model, cfg: Config) -> tuple[torch.optim.Optimizer, torch.opt
 
 
 def prepare_output_dir(cfg: Config) -> Path:
-    """Create the output directory, write config.yaml and start fresh per-step logs."""
+    """Create the output directory and write config.yaml; never overwrite a previous run's checkpoints."""
     out = Path(cfg.train.output_dir)
+    previous = latest_checkpoint(out)
+    if previous is not None and not cfg.train.resume:
+        raise ConfigError(f"train.output_dir={str(out)!r} already holds a run ({previous.name}): continue it with "
+                          "train.resume=true, or choose another train.output_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
-        (out / "completions.jsonl").write_text("")
     except OSError as err:
-        raise RuntimeError(f"train.output_dir={str(out)!r} is not writable ({err.strerror}): "
-                           "choose another directory") from err
+        raise ConfigError(f"train.output_dir={str(out)!r} is not writable ({err.strerror}): "
+                          "choose another directory") from err
     return out
 
 
@@ -126,9 +134,26 @@ def setup(cfg: Config, console: Console) -> Run:
     model, optimizer = accelerator.prepare(model, optimizer)
     if reference is not None:
         reference = reference.to(accelerator.device)
-    queue = PromptQueue(train_examples, seed=cfg.train.seed)
-    return Run(cfg, algo, accelerator, model, tokenizer, reference, train_examples, eval_examples, queue,
-               reward_set, optimizer, scheduler, output_dir, console)
+    run = Run(cfg, algo, accelerator, model, tokenizer, reference, [], [], None, reward_set, optimizer, scheduler,
+              output_dir, console)
+    run.train_examples = drop_long_prompts(run, train_examples, "train")
+    run.eval_examples = drop_long_prompts(run, eval_examples, "eval")
+    run.queue = PromptQueue(run.train_examples, seed=cfg.train.seed)
+    return run
+
+
+def drop_long_prompts(run: Run, examples: list[Example], split: str) -> list[Example]:
+    """Policy for over-long prompts: drop them (as the reference does) and say how many."""
+    limit = run.cfg.rollout.max_prompt_tokens
+    if limit == 0:
+        return examples
+    kept = [ex for ex in examples if len(run.tokenizer(run.prompt(ex), add_special_tokens=False).input_ids) <= limit]
+    if len(kept) < len(examples):
+        run.console.print(f"[yellow]{len(examples) - len(kept)} of {len(examples)} {split} prompts are longer than "
+                          f"rollout.max_prompt_tokens={limit} tokens and were dropped")
+    if split == "train" and not kept:
+        raise ConfigError(f"every training prompt is longer than rollout.max_prompt_tokens={limit}: raise it")
+    return kept
 
 
 # ---------------------------------------------------------------- rollout and scoring
@@ -234,19 +259,24 @@ def backward_all(run: Run, batch: StepBatch, adv: torch.Tensor, weights: torch.T
     return {"loss": loss_total, **{k: v / max(n_mb, 1) for k, v in stat_sums.items()}}
 
 
-def optimizer_step(run: Run) -> float:
+def optimizer_step(run: Run, loss: float) -> tuple[float, bool]:
+    """Clip and step; a non-finite loss or gradient norm skips the update (gradients are dropped)."""
     max_norm = run.cfg.optim.max_grad_norm
     params = [p for p in run.model.parameters() if p.requires_grad]
-    grad_norm = run.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-    run.optimizer.step()
+    grad_norm = float(run.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+    if finite:
+        run.optimizer.step()
+        run.updates += 1
     run.optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm)
+    return grad_norm, finite
 
 
 def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, Any]:
     """Advantages, α and weights for the whole step, then forward/backward and one optimizer step."""
     if not groups:
-        return {"has_signal": 0, "alpha": 0.0, "valid_group_fraction": 0.0, "work_saved_fraction": 1.0}
+        return {"has_signal": 0, "alpha": 0.0, "valid_group_fraction": 0.0, "work_saved_fraction": 1.0,
+                "finite": True}
     batch = StepBatch.from_groups(groups)
     n = batch.rewards.numel()
     adv = run.algo.advantages(batch.rewards, batch.group_ids, batch.lengths)  # [N]
@@ -255,14 +285,14 @@ def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, 
                               int(batch.lengths[~batch.degenerate].sum()))
     out: dict[str, Any] = {"alpha": a.alpha, "valid_group_fraction": a.valid_fraction, "has_signal": int(a.has_signal)}
     if not a.has_signal:
-        out["work_saved_fraction"] = 1.0
+        out.update(work_saved_fraction=1.0, finite=True)
         return out
     norm = Normaliser(n, len(groups), total_tokens, run.cfg.rollout.max_new_tokens)
     weights = run.algo.sequence_weights(batch.lengths, batch.group_ids, norm) * a.alpha  # [N]
     active = active_indices(run, adv)
     with timer("train"):
         out.update(backward_all(run, batch, adv, weights, active))
-        out["grad_norm"] = optimizer_step(run) if active else 0.0
+        out["grad_norm"], out["finite"] = optimizer_step(run, out["loss"]) if active else (0.0, True)
     out["work_saved_fraction"] = 1.0 - len(active) / n
     return out
 
@@ -300,11 +330,16 @@ def train_step(run: Run, step: int) -> tuple[dict[str, Any], list[Group]]:
     if stats.budget_exhausted:
         run.console.print(f"[yellow]step {step}: resampling budget rollout.max_rounds={r.max_rounds} spent with "
                           f"{stats.valid_found} informative groups (β_th={a.beta_th}); training on what was found")
+    updates_before = run.updates
     m = {"step": step, **rollout_metrics(groups, stats, counts), **update_policy(run, groups, timer)}
-    if m["has_signal"]:
+    m["finite"] = int(m["finite"])
+    if run.updates > updates_before:
         run.scheduler.step()  # the schedule counts optimizer updates
-    else:
+    elif not m["has_signal"]:
         run.console.print(f"[yellow]step {step}: every group has identical rewards: no gradient, step skipped")
+    elif not m["finite"]:
+        run.console.print(f"[yellow]step {step}: non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}): "
+                          "update skipped")
     elapsed = time.perf_counter() - start
     m.update({"lr": run.scheduler.get_last_lr()[0], "step_time_s": elapsed,
               "tokens_per_s": m["generated_tokens"] / max(timer.totals.get("generate", 0.0), 1e-9),
@@ -323,17 +358,18 @@ def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> Non
                                  **{f"reward/{n}": v[i] for n, v in g.per_function.items()}}) + "\n")
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- evaluation, summary, model card
 
 
-def run_eval(run: Run, name: str) -> EvalResult:
+def run_eval(run: Run, name: str) -> dict[str, Any]:
+    """Evaluate on the held-out split, write `<name>.json`, return its summary."""
     e = run.cfg.eval
     params = SamplingParams(e.max_new_tokens, e.temperature, 1.0, e.batch_size)
     result = evaluate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.eval_examples, run.prompt, params)
     write_eval(result, run.output_dir / f"{name}.json")
     run.console.print(f"{name}: accuracy {result.accuracy:.3f} on {result.n} held-out items "
                       f"(boxed answers {result.boxed_rate:.2f})")
-    return result
+    return result.summary()
 
 
 def model_card(cfg: Config, algo: Algorithm, summary: dict[str, Any]) -> str:
@@ -347,14 +383,152 @@ def model_card(cfg: Config, algo: Algorithm, summary: dict[str, Any]) -> str:
             f"## Configuration\n\n```yaml\n{to_yaml(cfg)}```\n")
 
 
-def print_summary(console: Console, before: EvalResult | None, after: EvalResult | None) -> None:
+def print_summary(console: Console, evals: dict[str, dict[str, Any] | None]) -> None:
     table = Table(title="held-out accuracy")
     for col in ("", "accuracy", "n", "boxed"):
         table.add_column(col)
-    for name, res in (("before", before), ("after", after)):
+    for name, res in evals.items():
         if res is not None:
-            table.add_row(name, f"{res.accuracy:.3f}", str(res.n), f"{res.boxed_rate:.2f}")
+            table.add_row(name, f"{res['accuracy']:.3f}", str(res["n"]), f"{res.get('boxed_rate', 0.0):.2f}")
     console.print(table)
+
+
+# ---------------------------------------------------------------- checkpoints, resume and stop signals
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived: the current step was finished and a checkpoint written."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; a checkpoint of the last good state was written."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); the previous one is intact."""
+
+
+class StopSignals:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def save_state(run: Run, loop: LoopState, rng: dict[str, Any] | None = None, queue: dict | None = None) -> Path:
+    """Checkpoint the run at the end of `loop.step` (RNG and queue default to their current state)."""
+    parts = {"model": run.accelerator.unwrap_model(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "rng": rng or rng_state(),
+             "queue": queue or run.queue.state_dict()}
+    if not run.accelerator.is_main_process:
+        return run.output_dir
+    try:
+        return save_checkpoint(run.output_dir, loop, parts, run.cfg.train.keep_checkpoints)
+    except OSError as err:
+        previous = latest_checkpoint(run.output_dir)
+        raise CheckpointError(f"could not write the checkpoint of step {loop.step} in {run.output_dir} "
+                              f"({err.strerror or err}); the previous checkpoint "
+                              f"{previous.name if previous else '(none)'} is intact. Free space or choose another "
+                              "train.output_dir, then resume with train.resume=true") from err
+
+
+def resume_or_start(run: Run) -> LoopState:
+    """Restore the newest complete checkpoint when train.resume is set; else the state before step 1."""
+    fresh = LoopState(step=0, metrics_offset=0, completions_offset=0, bad_steps_in_a_row=0)
+    path = latest_checkpoint(run.output_dir) if run.cfg.train.resume else None
+    if path is None:
+        if run.cfg.train.resume:
+            run.console.print(f"[yellow]train.resume=true but {run.output_dir} has no complete checkpoint: "
+                              "starting at step 1")
+        return fresh
+    loop, parts = load_checkpoint(path)
+    run.accelerator.unwrap_model(run.model).load_state_dict(parts["model"])
+    run.optimizer.load_state_dict(parts["optimizer"])
+    run.scheduler.load_state_dict(parts["scheduler"])
+    run.queue.load_state_dict(parts["queue"])
+    set_rng_state(parts["rng"])
+    run.console.print(f"resumed from {path} (step {loop.step} of {run.cfg.train.max_steps})")
+    return loop
+
+
+def truncate_logs(run: Run, loop: LoopState) -> None:
+    """Drop log lines of steps after the checkpoint (they are redone), so each step appears once."""
+    for name, offset in (("metrics.jsonl", loop.metrics_offset), ("completions.jsonl", loop.completions_offset)):
+        path = run.output_dir / name
+        with path.open("a", encoding="utf-8"):
+            pass
+        os.truncate(path, offset)
+
+
+def should_save(cfg: Config, step: int, stopping: bool) -> bool:
+    every = cfg.train.save_every
+    return stopping or step == cfg.train.max_steps or (every > 0 and step % every == 0)
+
+
+def run_one_step(run: Run, loop: LoopState, step: int, writer: MetricsWriter | None, bar: ProgressBar) -> LoopState:
+    """Train one step and log it; on an exception, checkpoint the last completed step first when exact."""
+    rng, queue, updates = rng_state(), run.queue.state_dict(), run.updates
+    try:
+        m, groups = train_step(run, step)
+    except Exception:
+        if run.updates == updates and loop.step > 0:
+            path = save_state(run, loop, rng, queue)
+            run.console.print(f"[red]step {step} failed; state after step {loop.step} saved in {path}")
+        raise
+    bad = 0 if m["finite"] else loop.bad_steps_in_a_row + 1
+    if writer is not None:
+        writer.log(m)
+        write_samples(run.output_dir / "completions.jsonl", step, groups, run.cfg.logging.sample_completions)
+    bar.update(m)
+    return LoopState(step, _file_size(run.output_dir / "metrics.jsonl"),
+                     _file_size(run.output_dir / "completions.jsonl"), bad)
+
+
+def run_steps(run: Run, loop: LoopState, writer: MetricsWriter | None, bar: ProgressBar) -> LoopState:
+    """Steps loop.step+1 .. max_steps with checkpoints, stop signals and the non-finite-step limit."""
+    cfg = run.cfg
+    with StopSignals() as signals:
+        for step in range(loop.step + 1, cfg.train.max_steps + 1):
+            loop = run_one_step(run, loop, step, writer, bar)
+            diverged = loop.bad_steps_in_a_row >= cfg.train.max_bad_steps
+            if should_save(cfg, step, signals.received is not None or diverged):
+                path = save_state(run, loop)
+            if diverged:
+                raise TrainingDiverged(f"{loop.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient "
+                                       f"(train.max_bad_steps={cfg.train.max_bad_steps}); the last good state is "
+                                       f"in {path}. Lower optim.lr or check the rewards, then resume.")
+            if signals.received is not None:
+                raise Interrupted(signals.received, f"stopped by {signal.Signals(signals.received).name} after "
+                                  f"step {step}; checkpoint {path}. Resume with: gpgrl train --config "
+                                  f"{run.output_dir / 'config.yaml'} train.resume=true")
+    return loop
+
+
+# ---------------------------------------------------------------- the run
 
 
 def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
@@ -362,29 +536,33 @@ def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     started = time.perf_counter()
     run = setup(cfg, console)
+    loop = resume_or_start(run)
     main = run.accelerator.is_main_process
-    before = run_eval(run, "eval_before") if cfg.eval.before else None
-    writer = MetricsWriter(run.output_dir, cfg.logging.tensorboard,
-                           cfg.logging.wandb_project if cfg.logging.wandb else None, to_dict(cfg)) if main else None
+    before_path = run.output_dir / "eval_before.json"
+    before = None
+    if cfg.eval.before:
+        before = json.loads(before_path.read_text()) if loop.step > 0 and before_path.exists() \
+            else run_eval(run, "eval_before")
+    writer = None
+    if main:
+        truncate_logs(run, loop)
+        writer = MetricsWriter(run.output_dir, cfg.logging.tensorboard,
+                               cfg.logging.wandb_project if cfg.logging.wandb else None, to_dict(cfg),
+                               purge_step=loop.step + 1)
     try:
-        with ProgressBar(cfg.train.max_steps, cfg.logging.progress and main, console) as bar:
-            for step in range(1, cfg.train.max_steps + 1):
-                m, groups = train_step(run, step)
-                if writer is not None:
-                    writer.log(m)
-                    write_samples(run.output_dir / "completions.jsonl", step, groups, cfg.logging.sample_completions)
-                bar.update(m)
+        with ProgressBar(cfg.train.max_steps, cfg.logging.progress and main, console, loop.step) as bar:
+            loop = run_steps(run, loop, writer, bar)
     finally:
         if writer is not None:
             writer.close()
     after = run_eval(run, "eval_after") if cfg.eval.after else None
-    summary = {"algorithm": run.algo.name, "steps": cfg.train.max_steps,
-               "wall_time_s": round(time.perf_counter() - started, 1),
-               "accuracy_before": before.accuracy if before else None,
-               "accuracy_after": after.accuracy if after else None,
-               "eval_n": (after or before).n if (after or before) else 0}
-    save_final(run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir / "final",
-               model_card(cfg, run.algo, summary))
-    (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_summary(console, before, after)
+    summary = {"algorithm": run.algo.name, "steps": loop.step, "wall_time_s": round(time.perf_counter() - started, 1),
+               "accuracy_before": before["accuracy"] if before else None,
+               "accuracy_after": after["accuracy"] if after else None,
+               "eval_n": (after or before or {"n": 0})["n"]}
+    if main:
+        save_final(run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir / "final",
+                   model_card(cfg, run.algo, summary))
+        (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_summary(console, {"before": before, "after": after})
     return summary

@@ -57,6 +57,9 @@ class ModelConfig:
     """peft target_modules: 'all-linear' or a comma-separated list of module names."""
     cache_dir: str = ""
     """Where built-in models are converted and cached; empty means $GPGRL_CACHE or ~/.cache/gpgrl."""
+    autocast_bf16: bool = False
+    """Run sampling and training forwards under bf16 autocast, LM head in fp32; parameters, gradients and optimizer
+    state stay fp32. Faster where the hardware has bf16 matmuls; moves log-probs slightly (docs/performance.md)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name is empty: give a hub id, a local path, or smollm2-135m-instruct")
@@ -64,26 +67,69 @@ class ModelConfig:
         _require(self.lora_r >= 0, f"model.lora_r={self.lora_r} must be >= 0 (0 disables LoRA)")
         _require(self.lora_alpha > 0, f"model.lora_alpha={self.lora_alpha} must be > 0")
         _require(0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout={self.lora_dropout} must be in [0, 1)")
+        _require(not (self.autocast_bf16 and self.dtype == "bfloat16"),
+                 "model.autocast_bf16=true needs model.dtype=float32 (bfloat16 parameters already compute in bf16)")
+
+
+DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ")
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+ANSWER_FORMATS = ("plain", "gsm8k", "boxed")
+_DATA_KEYS_BY_SOURCE = {
+    "reasoning_gym": ("task", "task_kwargs", "train_size", "eval_size"),
+    "file": ("path", "split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column",
+             "max_rows"),
+    "hf": ("path", "subset", "split", "eval_split", "prompt_column", "answer_column", "answer_format",
+           "group_column", "max_rows"),
+    "champ": ("split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "max_rows"),
+}
+"""The data.* keys each source reads (data.seed, data.system_prompt and data.prompt_template apply to all)."""
 
 
 @dataclass(frozen=True)
 class DataConfig:
     task: str = "basic_arithmetic"
-    """reasoning-gym task name used for training and held-out evaluation."""
+    """reasoning-gym task name used for training and held-out evaluation (reasoning-gym source)."""
     task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1,
                                                        "max_digits": 2, "operators": ["+"],
                                                        "allow_parentheses": False, "allow_negation": False})
     """Keyword arguments of the reasoning-gym generator (e.g. data.task_kwargs.max_digits=3)."""
     train_size: int = 2000
-    """Number of training prompts generated (one epoch)."""
+    """Number of training prompts generated (one epoch; reasoning-gym source)."""
     eval_size: int = 100
-    """Number of held-out evaluation prompts; never overlaps training."""
+    """Number of held-out evaluation prompts; never overlaps training (reasoning-gym source)."""
     seed: int = 1234
-    """Seed of the data generator; the eval split uses a distinct, derived seed and is de-duplicated."""
+    """Seed of the data generator and of a fractional data.eval_split; the reasoning-gym eval split uses a
+    distinct, derived seed and is de-duplicated."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """System message of the chat template; empty for none."""
     prompt_template: str = "{question} Reply with only the result, written as \\boxed{result}."
     """User message; `{question}` is replaced by the task's question (e.g. '{question} Answer in \\boxed{}.')."""
+    source: str = "auto"
+    """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf
+    (data.path is a Hugging Face hub id or a local dataset directory) | champ (the bundled CHAMP competition-math
+    set); auto = reasoning_gym when data.path is empty, file for those suffixes, else hf."""
+    path: str = ""
+    """Dataset file or Hugging Face dataset (hub id or local directory); empty = the reasoning-gym data.task."""
+    subset: str = ""
+    """Hugging Face dataset configuration name (e.g. main for openai/gsm8k); hf only."""
+    split: str = "train"
+    """Split the training prompts come from (hf: a split name; a file or champ is one split called train);
+    empty = no training prompts (evaluation-only data)."""
+    eval_split: str = ""
+    """Held-out prompts: a split name (hf, e.g. test), or a fraction such as 0.1 of data.split held out by a seeded
+    shuffle (1.0 = all of it); empty = none. Training rows whose question also occurs in eval are dropped."""
+    prompt_column: str = "question"
+    """Column holding the prompt: a string, or a list of {role, content} messages ending with the user's."""
+    answer_column: str = "answer"
+    """Column holding the gold answer (a string or a number)."""
+    answer_format: str = "plain"
+    """How the gold answer is read from data.answer_column: plain (as is) | gsm8k (the text after the last '####',
+    thousands separators removed) | boxed (the content of the last \\boxed{...})."""
+    group_column: str = ""
+    """Column whose value groups items in the eval report (e.g. subject, category); empty = no groups.
+    reasoning-gym items are grouped by task."""
+    max_rows: int = 0
+    """Read at most this many rows of each split, in file order (0 = all)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.task), "data.task is empty: name a reasoning-gym task such as basic_arithmetic")
@@ -92,6 +138,59 @@ class DataConfig:
         _require(self.eval_size >= 0, f"data.eval_size={self.eval_size} must be >= 0")
         _require("{question}" in self.prompt_template,
                  f"data.prompt_template={self.prompt_template!r} must contain {{question}} where the question goes")
+        _one_of("data.source", self.source, DATA_SOURCES)
+        _one_of("data.answer_format", self.answer_format, ANSWER_FORMATS)
+        _require(self.max_rows >= 0, f"data.max_rows={self.max_rows} must be >= 0 (0 = all rows)")
+        _check_data_source(self)
+
+    def resolved_source(self) -> str:
+        """The source data.source=auto stands for: reasoning_gym, file or hf (see data.source)."""
+        if self.source != "auto":
+            return self.source
+        if not self.path:
+            return "reasoning_gym"
+        return "file" if Path(self.path).suffix.lower() in DATA_FILE_SUFFIXES else "hf"
+
+    def eval_fraction(self) -> float | None:
+        """data.eval_split as a fraction in (0, 1], or None when it names a split (or is empty)."""
+        try:
+            fraction = float(self.eval_split)
+        except ValueError:
+            return None
+        _require(0.0 < fraction <= 1.0, f"data.eval_split={self.eval_split!r} must be a fraction in (0, 1] "
+                 "(1.0 holds out the whole split) or a split name")
+        return fraction
+
+
+def _field_default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _check_data_source(cfg: DataConfig) -> None:
+    """Keys that the resolved source would ignore must keep their defaults; split names must exist."""
+    source = cfg.resolved_source()
+    used = set(_DATA_KEYS_BY_SOURCE[source])
+    why = {"reasoning_gym": f"prompts come from reasoning-gym task {cfg.task!r} because data.path is empty",
+           "file": f"prompts come from the file data.path={cfg.path!r}",
+           "hf": f"prompts come from the Hugging Face dataset data.path={cfg.path!r}",
+           "champ": "prompts come from the bundled CHAMP set"}[source]
+    for keys in _DATA_KEYS_BY_SOURCE.values():
+        for key in keys:
+            value = getattr(cfg, key)
+            _require(key in used or value == _field_default(DataConfig, key),
+                     f"data.{key}={value!r} has no effect here ({why}): remove it or change data.source/data.path")
+    if source in ("file", "hf"):
+        _require(bool(cfg.path), f"data.source={source} needs data.path (a file or a dataset id)")
+    fraction = cfg.eval_fraction()
+    if source in ("file", "champ"):
+        _require(cfg.split in ("train", ""), f"data.split={cfg.split!r}: a {source} source is one split called "
+                 "'train' (or '' for none); hold out part of it with data.eval_split=0.1")
+        _require(fraction is not None or not cfg.eval_split,
+                 f"data.eval_split={cfg.eval_split!r}: a {source} source has no named splits; give a fraction "
+                 "such as 0.1 (1.0 = every row)")
+    _require(fraction is None or bool(cfg.split),
+             f"data.eval_split={cfg.eval_split} is a fraction of data.split, which is empty: set data.split")
 
 
 @dataclass(frozen=True)
@@ -115,6 +214,16 @@ class RolloutConfig:
     max_prompt_tokens: int = 512
     """Prompts longer than this (after the chat template) are dropped from the train and eval sets at start-up
     and counted; 0 = no limit."""
+    min_new_tokens: int = 0
+    """EOS is masked until this many tokens are generated (0 = off). Meant for equal-length benchmarks: it changes
+    the sampling distribution, which the training log-probs do not model."""
+    shared_prefill: bool = False
+    """Sample with gpgrl's KV-cached loop, which encodes each prompt once for its G completions, instead of HF
+    `generate` (which encodes it G times). Same tokens for the same seed up to float rounding; of the generation
+    settings it applies temperature, top_p and min_new_tokens only."""
+    shared_prompt_forward: bool = False
+    """Training forward: run each distinct prompt of a micro-batch once and its completions on the prompt's KV
+    cache. Same gradient up to float rounding; needs model.gradient_checkpointing=false."""
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step > 0, f"rollout.prompts_per_step={self.prompts_per_step} must be > 0")
@@ -129,6 +238,9 @@ class RolloutConfig:
         _require(self.generation_batch_size > 0,
                  f"rollout.generation_batch_size={self.generation_batch_size} must be > 0")
         _require(self.max_prompt_tokens >= 0, f"rollout.max_prompt_tokens={self.max_prompt_tokens} must be >= 0")
+        _require(0 <= self.min_new_tokens <= self.max_new_tokens,
+                 f"rollout.min_new_tokens={self.min_new_tokens} must be in [0, rollout.max_new_tokens="
+                 f"{self.max_new_tokens}]")
 
 
 @dataclass(frozen=True)
@@ -160,15 +272,27 @@ class AlgorithmConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     functions: tuple[str, ...] = ("accuracy", "boxed_format")
-    """Reward functions: built-in names (gpgrl.rewards) or 'module:function'."""
+    """Reward functions: built-in names (gpgrl.rewards) or 'module:function' / 'path/to/file.py:function'."""
     weights: tuple[float, ...] = (1.0, 0.5)
     """One weight per function; the reward is the weighted sum. Weight 0 logs a function without using it."""
+    kwargs: dict = field(default_factory=dict)
+    """Parameters per function, by name or short name: e.g. reward.kwargs.cosine.max_len=2000 or
+    reward.kwargs.soft_overlong={max_len: 512, cache: 128}."""
+    timeout_s: float = 300.0
+    """Wall-clock limit of one batch for all reward functions together (they run in parallel); 0 = none."""
+    on_error: str = "raise"
+    """A function that raises, times out or returns malformed values: raise (stop with its name) | zero (score
+    the batch 0 for it, count it in reward_invalid and log a warning)."""
 
     def __post_init__(self) -> None:
         _require(len(self.functions) > 0, "reward.functions is empty: name at least one reward, e.g. accuracy")
         _require(len(self.weights) == len(self.functions),
                  f"reward.weights has {len(self.weights)} entries but reward.functions has "
                  f"{len(self.functions)}: give one weight per function")
+        _require(isinstance(self.kwargs, dict) and all(isinstance(v, dict) for v in self.kwargs.values()),
+                 f"reward.kwargs={self.kwargs!r} must map function names to mappings of parameters")
+        _require(self.timeout_s >= 0, f"reward.timeout_s={self.timeout_s} must be >= 0 (0 = no limit)")
+        _one_of("reward.on_error", self.on_error, ("raise", "zero"))
 
 
 @dataclass(frozen=True)
@@ -229,16 +353,32 @@ class EvalConfig:
     after: bool = True
     """Evaluate held-out accuracy after training (eval_after.json)."""
     temperature: float = 0.0
-    """0 = greedy decoding; > 0 samples one completion per item."""
+    """0 = greedy decoding (one completion per item); > 0 samples eval.num_samples completions per item."""
     max_new_tokens: int = 32
     """Completion length limit during evaluation."""
     batch_size: int = 64
-    """Prompts per generate call during evaluation."""
+    """Sequences (prompts x eval.num_samples) per generate call during evaluation."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold of sampled evaluation (1.0 = off; the paper's protocol uses 0.95 at T = 0.6)."""
+    num_samples: int = 1
+    """n: completions per item (> 1 needs eval.temperature > 0); pass@k and majority vote are computed over them."""
+    k: tuple[int, ...] = (1,)
+    """The k of the reported pass@k values (each <= eval.num_samples), e.g. eval.k=[1,4,16]."""
+    output: str = ""
+    """Where `gpgrl eval` writes its JSON summary (and <stem>_completions.jsonl beside it); empty =
+    <train.output_dir>/eval.json."""
 
     def __post_init__(self) -> None:
         _require(self.temperature >= 0, f"eval.temperature={self.temperature} must be >= 0 (0 = greedy)")
         _require(self.max_new_tokens > 0, f"eval.max_new_tokens={self.max_new_tokens} must be > 0")
         _require(self.batch_size > 0, f"eval.batch_size={self.batch_size} must be > 0")
+        _require(0.0 < self.top_p <= 1.0, f"eval.top_p={self.top_p} must be in (0, 1]")
+        _require(self.num_samples >= 1, f"eval.num_samples={self.num_samples} must be >= 1")
+        _require(self.num_samples == 1 or self.temperature > 0,
+                 f"eval.num_samples={self.num_samples} needs eval.temperature > 0: greedy decoding gives one "
+                 "completion per item")
+        _require(len(self.k) > 0 and all(1 <= k <= self.num_samples for k in self.k),
+                 f"eval.k={list(self.k)}: each k must be in [1, eval.num_samples={self.num_samples}]")
 
 
 @dataclass(frozen=True)
@@ -438,6 +578,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
     except (KeyError, ValueError) as err:
         raise ConfigError(f"algorithm: {err.args[0] if err.args else err}") from err
+    _require(not (cfg.rollout.shared_prompt_forward and cfg.model.gradient_checkpointing),
+             "rollout.shared_prompt_forward=true keeps the prompt's KV cache for the backward pass, which gradient "
+             "checkpointing cannot: set model.gradient_checkpointing=false or rollout.shared_prompt_forward=false")
     p = cfg.rollout.prompts_per_step
     _require(p % world_size == 0,
              f"rollout.prompts_per_step={p} is not divisible by the {world_size} processes: whole groups of "

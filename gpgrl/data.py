@@ -1,13 +1,16 @@
 """Prompts: the training and held-out splits, how a prompt is rendered, and the order prompts are drawn in.
 
-Owns `Example` (one question with its gold answer and the extra columns handed to reward functions),
-`load_splits` (reasoning-gym train/eval splits; the eval split never shares a question with training),
-`render_prompt` (chat-template rendering) and `PromptQueue` (the seeded, resumable prompt stream that the
-training loop and GPG's resampling draw from).
+Owns `Example` (one question with its gold answer, its eval group and the extra columns handed to reward
+functions), `load_splits` (train/eval splits of a reasoning-gym task or of a dataset read by `gpgrl.sources`;
+the eval split never shares a question with training), `render_prompt` (chat-template rendering of plain and
+conversational prompts) and `PromptQueue` (the seeded, resumable prompt stream that the training loop and GPG's
+resampling draw from).
 
 reasoning-gym generators are deterministic per (seed, index): most build item `i` from `Random(seed + i)`.
 Two datasets whose seeds are close therefore share items, so the eval seed is derived by hashing (not by
-adding a small offset), and the eval split is still de-duplicated against training by question text.
+adding a small offset), and the eval split is still de-duplicated against training by question text. For
+datasets the eval split is kept whole (a benchmark stays a benchmark) and training rows whose question also
+occurs in it are dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import logging
+import random
+import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +29,17 @@ from typing import Any
 import torch
 
 from gpgrl.config import ConfigError, DataConfig
+from gpgrl.sources import Row, Table, read_table
 
 _EVAL_ATTEMPTS_PER_ITEM = 20
 """The eval split draws at most this many candidates per requested item (plus a fixed margin)."""
 _EVAL_ATTEMPTS_MARGIN = 1000
 _MAX_GENERATOR_SEED = 2**31 - 1
 """Derived seeds stay below 2**31 so that `seed + index` fits generators that use numpy's 32-bit seeds."""
+RESERVED_COLUMNS = ("answer", "prompts", "completions", "completion_lengths")
+"""Names a dataset column cannot keep in `Example.columns`: reward functions receive these from the caller."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,13 +47,18 @@ class Example:
     """One prompt: the user message, its gold answer and the columns reward functions receive.
 
     For reasoning-gym tasks `columns` holds `entry` (the full reasoning-gym entry: question, answer,
-    metadata) and `task` (the task name). `index` is the row number within its split.
+    metadata) and `task` (the task name); for datasets, every column of the row except the reserved names
+    (RESERVED_COLUMNS). `index` is the row number within its split, `group` the value that groups items in the
+    eval report (reasoning-gym: the task; datasets: data.group_column). `messages` is set for conversational
+    prompts: the {role, content} messages, whose last (user) message holds `question`.
     """
 
     question: str
     answer: str
     columns: Mapping[str, Any] = field(default_factory=dict, hash=False)
     index: int = 0
+    group: str = ""
+    messages: tuple[Mapping[str, str], ...] = field(default=(), hash=False)
 
 
 # ---------------------------------------------------------------- seeds and normalisation
@@ -119,8 +135,9 @@ def _entries(dataset: Any, task: str, kwargs: Mapping[str, Any], split: str) -> 
 
 def _example(entry: dict[str, Any], task: str, index: int) -> Example:
     answer = entry.get("answer")
+    group = (entry.get("metadata") or {}).get("source_dataset") or task
     return Example(question=entry["question"], answer="" if answer is None else str(answer),
-                   columns={"entry": entry, "task": task}, index=index)
+                   columns={"entry": entry, "task": task}, index=index, group=str(group))
 
 
 # ---------------------------------------------------------------- splits
@@ -154,21 +171,144 @@ def _eval_examples(cfg: DataConfig, train_keys: set[str]) -> list[Example]:
     return out
 
 
-def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    """Training and held-out examples of a reasoning-gym task, deterministic for a given config.
-
-    Training: `cfg.train_size` items generated with seed `cfg.seed` (duplicates within training are kept).
-    Eval: `cfg.eval_size` items from seeds derived from `cfg.seed`; any question that also occurs in
-    training (compared with `normalise_question`) or earlier in eval is dropped and replaced, within a
-    bounded number of attempts. Raises ConfigError naming the key to change (data.task, data.task_kwargs,
-    data.eval_size).
-    """
+def _reasoning_gym_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     _check_task(cfg.task)
     kwargs = dict(cfg.task_kwargs)
     train_ds = _create(cfg.task, kwargs, cfg.train_size, cfg.seed)
     train = [_example(e, cfg.task, i) for i, e in enumerate(_entries(train_ds, cfg.task, kwargs, "train"))]
     train_keys = {normalise_question(ex.question) for ex in train}
     return train, _eval_examples(cfg, train_keys)
+
+
+# ---------------------------------------------------------------- dataset rows to examples
+
+
+def _column(row: Row, key: str, column: str) -> Any:
+    """The row's value in `column`; a missing column names the config key, the row and the columns there are."""
+    if column not in row.values:
+        raise ConfigError(f"{key}={column!r}: no such column in {row.where} (its columns: "
+                          f"{', '.join(map(str, row.values)) or 'none'}); set {key} to one of them")
+    return row.values[column]
+
+
+def _messages(value: list[Any], row: Row, column: str) -> tuple[dict[str, str], ...]:
+    """A conversational prompt: {role, content} messages ending with the user's."""
+    messages = []
+    for i, message in enumerate(value):
+        ok = isinstance(message, Mapping) and isinstance(message.get("role"), str) and \
+            isinstance(message.get("content"), str)
+        if not ok:
+            raise ConfigError(f"{row.where}: message {i} of column {column!r} is {message!r}; a conversational "
+                              "prompt is a list of {'role': ..., 'content': ...} messages")
+        messages.append({"role": message["role"], "content": message["content"]})
+    if not messages or messages[-1]["role"] != "user":
+        raise ConfigError(f"{row.where}: the messages in column {column!r} must end with a 'user' message (the "
+                          "prompt the model answers)")
+    return tuple(messages)
+
+
+def _prompt(row: Row, column: str) -> tuple[str, tuple[dict[str, str], ...]]:
+    """(question text, messages) of a row: plain text, or a message list whose last user message is the question."""
+    value = _column(row, "data.prompt_column", column)
+    if isinstance(value, list):
+        messages = _messages(value, row, column)
+        return messages[-1]["content"], messages
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{row.where}: data.prompt_column {column!r} is {value!r}; expected non-empty text or a "
+                          "list of messages")
+    return value, ()
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def _answer_text(value: Any, row: Row, cfg: DataConfig) -> str:
+    """The gold answer as text, read according to data.answer_format."""
+    from gpgrl.rewards import last_boxed  # local: rewards imports the verifier, which data does not need otherwise
+
+    column = cfg.answer_column
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{row.where}: data.answer_column {column!r} is {value!r}; expected text or a number")
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if cfg.answer_format == "gsm8k":
+        if "####" not in text:
+            raise ConfigError(f"{row.where}: data.answer_format=gsm8k but column {column!r} has no '####' final "
+                              f"answer ({text[:80]!r}); use data.answer_format=plain")
+        text = _THOUSANDS.sub("", text.rsplit("####", 1)[1])
+    elif cfg.answer_format == "boxed":
+        boxed = last_boxed(text)
+        if boxed is None:
+            raise ConfigError(f"{row.where}: data.answer_format=boxed but column {column!r} has no \\boxed{{...}} "
+                              f"({text[-80:]!r}); use data.answer_format=plain")
+        text = boxed
+    if not text.strip():
+        raise ConfigError(f"{row.where}: the gold answer in column {column!r} is empty")
+    return text.strip()
+
+
+def _row_example(row: Row, cfg: DataConfig, index: int) -> Example:
+    question, messages = _prompt(row, cfg.prompt_column)
+    answer = _answer_text(_column(row, "data.answer_column", cfg.answer_column), row, cfg)
+    group = str(_column(row, "data.group_column", cfg.group_column)) if cfg.group_column else ""
+    columns = {k: v for k, v in row.values.items() if k not in RESERVED_COLUMNS}
+    return Example(question, answer, columns, index, group, messages)
+
+
+def _table_examples(table: Table, cfg: DataConfig) -> list[Example]:
+    return [_row_example(row, cfg, i) for i, row in enumerate(table.rows)]
+
+
+# ---------------------------------------------------------------- dataset splits
+
+
+def _hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded random `fraction` of the rows (at least one) for eval, the rest for training; file order kept."""
+    order = list(range(len(examples)))
+    random.Random(derive_seed(seed, "eval-split")).shuffle(order)
+    chosen = set(order[:max(1, round(fraction * len(examples)))])
+    return ([ex for i, ex in enumerate(examples) if i not in chosen],
+            [ex for i, ex in enumerate(examples) if i in chosen])
+
+
+def _without_overlap(train: list[Example], evals: list[Example]) -> list[Example]:
+    """Training examples whose question (normalised) does not occur in eval; the count dropped is logged."""
+    eval_keys = {normalise_question(ex.question) for ex in evals}
+    kept = [ex for ex in train if normalise_question(ex.question) not in eval_keys]
+    if len(kept) < len(train):
+        logger.warning("data: dropped %d of %d training rows whose question also occurs in the eval split",
+                       len(train) - len(kept), len(train))
+    return kept
+
+
+def _dataset_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    fraction = cfg.eval_fraction()
+    train = _table_examples(read_table(cfg, cfg.split, "data.split"), cfg) if cfg.split else []
+    evals: list[Example] = []
+    if fraction is not None:
+        train, evals = _hold_out(train, fraction, cfg.seed)
+    elif cfg.eval_split:
+        evals = _table_examples(read_table(cfg, cfg.eval_split, "data.eval_split"), cfg)
+    train = _without_overlap(train, evals)
+    return ([dataclasses.replace(ex, index=i) for i, ex in enumerate(train)],
+            [dataclasses.replace(ex, index=i) for i, ex in enumerate(evals)])
+
+
+def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    """Training and held-out examples, deterministic for a given config.
+
+    reasoning-gym (data.path empty): `cfg.train_size` items generated with seed `cfg.seed` (duplicates within
+    training are kept); eval: `cfg.eval_size` items from seeds derived from `cfg.seed`; any question that also
+    occurs in training (compared with `normalise_question`) or earlier in eval is dropped and replaced, within a
+    bounded number of attempts.
+
+    Datasets (a file, a Hugging Face dataset, CHAMP): training rows come from data.split, eval rows from the
+    data.eval_split split or a seeded fraction of data.split; eval is kept whole and training rows whose question
+    occurs in it are dropped. Either list may be empty (data.split or data.eval_split empty).
+    Raises ConfigError naming the key to change, and the file and row for bad data.
+    """
+    if cfg.resolved_source() == "reasoning_gym":
+        return _reasoning_gym_splits(cfg)
+    return _dataset_splits(cfg)
 
 
 def reward_columns(examples: Sequence[Example], repeat: int = 1) -> dict[str, list[Any]]:
@@ -192,27 +332,47 @@ def _is_template_error(err: Exception) -> bool:
     return isinstance(err, TemplateError)
 
 
+def _chat(example: Example, system_prompt: str, template: str) -> list[dict[str, str]]:
+    """The messages of a prompt: the template applied to the (last) user message, the system prompt first."""
+    messages = [dict(m) for m in example.messages] or [{"role": "user", "content": example.question}]
+    messages[-1]["content"] = template.replace("{question}", messages[-1]["content"])
+    if system_prompt and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Fold a leading system message into the next user message (for templates without a system role)."""
+    if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+        return messages
+    system, rest = messages[0], [dict(m) for m in messages[1:]]
+    user = next(i for i, m in enumerate(rest) if m["role"] == "user")
+    rest[user]["content"] = f"{system['content']}\n\n{rest[user]['content']}"
+    return rest
+
+
 def render_prompt(tokenizer: Any, example: Example, system_prompt: str, template: str = "{question}") -> str:
     """The prompt text for `example`: chat template with an optional system message and the generation prompt.
 
     The user message is `template` with `{question}` replaced by the question (plain replacement, so LaTeX
-    braces such as `\\boxed{}` in the template are kept). An empty `system_prompt` omits the system message.
-    If the tokenizer's template rejects the system role (it raises a template error, as Gemma-style templates
-    do), the system prompt is prepended to the user message instead, separated by a blank line.
+    braces such as `\\boxed{}` in the template are kept). A conversational example keeps its messages, with the
+    template applied to the last (user) message and the system prompt added first unless it has one. An empty
+    `system_prompt` adds no system message. If the tokenizer's template rejects the system role (it raises a
+    template error, as Gemma-style templates do), the system message is prepended to the first user message
+    instead, separated by a blank line.
     """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template: use an instruct/chat model for model.name "
                          "or set tokenizer.chat_template")
-    content = template.replace("{question}", example.question)
-    user = {"role": "user", "content": content}
-    if not system_prompt:
-        return _apply(tokenizer, [user])
+    messages = _chat(example, system_prompt, template)
+    if messages[0]["role"] != "system":
+        return _apply(tokenizer, messages)
     try:
-        return _apply(tokenizer, [{"role": "system", "content": system_prompt}, user])
+        return _apply(tokenizer, messages)
     except Exception as err:
         if not _is_template_error(err):
             raise
-    return _apply(tokenizer, [{"role": "user", "content": f"{system_prompt}\n\n{content}"}])
+    return _apply(tokenizer, _system_into_user(messages))
 
 
 def _apply(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -233,7 +393,8 @@ class PromptQueue:
 
     def __init__(self, examples: Sequence[Example], seed: int) -> None:
         if not examples:
-            raise ValueError("PromptQueue needs at least one training example (check data.train_size)")
+            raise ValueError("PromptQueue needs at least one training example (check data.train_size, or "
+                             "data.split and data.eval_split for a dataset)")
         self._examples = list(examples)
         self._seed = int(seed)
         self._epoch = 0

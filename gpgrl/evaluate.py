@@ -1,56 +1,283 @@
-"""Held-out evaluation: one completion per item (greedy by default), scored by the accuracy reward.
+"""Held-out evaluation: n completions per item, pass@1, unbiased pass@k, majority vote, a per-group breakdown.
 
-Owns `evaluate`, which training calls before and after the run, and the JSON files it produces
-(`accuracy`, `n`, the boxed-answer rate and every completion with its score).
+Owns `evaluate` (training calls it before and after the run; `gpgrl eval` calls it through `run_eval_command`),
+the metrics (`pass_at_k`, `majority_vote`), `EvalResult` with its JSON summary, `write_eval` (the summary JSON and
+a JSONL of every completion with its rewards) and the summary tables printed on screen.
+
+A completion is correct when the scorer (by default the strict `accuracy` reward) gives it at least 1.0.
+`accuracy` is the mean score over all completions, which for a 0/1 scorer is pass@1 (the mean over items of
+c/n). pass@k uses the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k)/C(n, k), averaged over items.
+Majority vote (maj@n) takes, per item, the most frequent final answer (the last `\\boxed{}` content, spaces
+removed; completions without one do not vote; ties go to the answer seen first) and counts the item correct
+when a completion with that answer is correct. With two or more groups (Example.group: data.group_column, or the
+reasoning-gym task) every group gets the same metrics.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpgrl.data import Example
-from gpgrl.rewards import accuracy, boxed_format
+from rich.console import Console
+from rich.table import Table
+
+from gpgrl.config import Config, ConfigError, EvalConfig
+from gpgrl.data import Example, load_splits, render_prompt
+from gpgrl.rewards import RewardSet, accuracy, boxed_format, last_boxed
 from gpgrl.rollout import SamplingParams, generate
+
+CORRECT_AT = 1.0
+"""A completion is correct when its score is at least this."""
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one item with `c` correct among `n` samples: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
+
+    >>> pass_at_k(5, 2, 2), pass_at_k(5, 0, 3), pass_at_k(5, 4, 2), pass_at_k(4, 1, 1)
+    (0.7, 0.0, 1.0, 0.25)
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def answer_key(completion: str) -> str | None:
+    r"""The final answer a completion votes for: its last `\boxed{}` content without spaces; None if unboxed.
+
+    >>> answer_key(r"so \boxed{ 1/2 }"), answer_key("no box")
+    ('1/2', None)
+    """
+    boxed = last_boxed(completion)
+    return None if boxed is None else "".join(boxed.split())
+
+
+def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """Whether the most frequent answer (None does not vote; ties: first seen) has a correct completion.
+
+    >>> majority_vote(["7", "8", "8", None], [True, False, False, False])
+    False
+    >>> majority_vote(["7", "8", "7", "8"], [True, False, True, False])
+    True
+    """
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return False
+    winner = max(counts, key=lambda a: (counts[a], -answers.index(a)))
+    return any(ok for a, ok in zip(answers, correct, strict=True) if a == winner)
+
+
+# ---------------------------------------------------------------- the result
 
 
 @dataclass(frozen=True)
 class EvalResult:
+    """Evaluation of `n` items with `num_samples` completions each; `records` has one dict per completion."""
+
     accuracy: float
     n: int
     boxed_rate: float
     records: list[dict[str, Any]]
+    num_samples: int = 1
+    pass_at: dict[int, float] = field(default_factory=dict)
+    majority: float | None = None
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rewards: dict[str, float] = field(default_factory=dict)
+    reward_invalid: dict[str, int] = field(default_factory=dict)
+    truncated_rate: float = 0.0
+    wall_time_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "n": self.n, "boxed_rate": self.boxed_rate}
+        out: dict[str, Any] = {"accuracy": self.accuracy, "n": self.n, "num_samples": self.num_samples,
+                               "completions": len(self.records), "boxed_rate": self.boxed_rate,
+                               "truncated_rate": self.truncated_rate}
+        out.update({f"pass@{k}": v for k, v in self.pass_at.items()})
+        if self.majority is not None:
+            out[f"maj@{self.num_samples}"] = self.majority
+        if self.rewards:
+            out["rewards"] = self.rewards
+            out["reward_invalid"] = self.reward_invalid
+        if self.groups:
+            out["groups"] = self.groups
+        out["wall_time_s"] = round(self.wall_time_s, 3)
+        return out
+
+
+def _item_metrics(records: Sequence[dict[str, Any]], num_samples: int, ks: Sequence[int]) -> dict[str, Any]:
+    """accuracy, n, pass@k and maj@n over the items whose completions are `records` (grouped by item index)."""
+    items: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        items.setdefault(r["index"], []).append(r)
+    n = len(items)
+    correct = [[r["correct"] for r in rows] for rows in items.values()]
+    out: dict[str, Any] = {"accuracy": sum(r["score"] for r in records) / max(len(records), 1), "n": n}
+    for k in ks:
+        out[f"pass@{k}"] = sum(pass_at_k(num_samples, sum(c), k) for c in correct) / max(n, 1)
+    if num_samples > 1:
+        votes = [majority_vote([r["answer_key"] for r in rows], [r["correct"] for r in rows])
+                 for rows in items.values()]
+        out[f"maj@{num_samples}"] = sum(votes) / max(n, 1)
+    return out
+
+
+def _group_metrics(records: Sequence[dict[str, Any]], num_samples: int,
+                   ks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["group"], []).append(r)
+    if len(groups) < 2:
+        return {}  # one group is the overall result
+    return {g: _item_metrics(rows, num_samples, ks) for g, rows in sorted(groups.items())}
+
+
+def _result(records: list[dict[str, Any]], num_samples: int, ks: Sequence[int], wall_time_s: float,
+            invalid: dict[str, int]) -> EvalResult:
+    m = _item_metrics(records, num_samples, ks)
+    labels = list(records[0]["rewards"]) if records else []
+    return EvalResult(
+        accuracy=m["accuracy"], n=m["n"], boxed_rate=sum(r["boxed"] for r in records) / len(records),
+        records=records, num_samples=num_samples, pass_at={k: m[f"pass@{k}"] for k in ks},
+        majority=m.get(f"maj@{num_samples}"), groups=_group_metrics(records, num_samples, ks),
+        rewards={name: sum(r["rewards"][name] for r in records) / len(records) for name in labels},
+        reward_invalid=invalid, truncated_rate=sum(r["truncated"] for r in records) / len(records),
+        wall_time_s=wall_time_s)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _columns(examples: Sequence[Example]) -> dict[str, list[Any]]:
+    columns = {"answer": [ex.answer for ex in examples]}
+    for key in examples[0].columns if examples else ():
+        columns[key] = [ex.columns[key] for ex in examples]
+    return columns
+
+
+def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, Any]]) -> list[float]:
+    examples = [ex for ex, _ in flat]
+    scores = scorer([ex.question for ex in examples], [s.text for _, s in flat], **_columns(examples))
+    return [0.0 if s is None or not math.isfinite(float(s)) else float(s) for s in scores]
 
 
 def evaluate(model, tokenizer, examples: Sequence[Example], render: Callable[[Example], str],
-             params: SamplingParams, scorer: Callable[..., list[float | None]] = accuracy) -> EvalResult:
-    """Generate one completion per example (prompt text from `render`) and score it; accuracy is the mean
-    score (None counts as 0)."""
+             params: SamplingParams, scorer: Callable[..., list[float | None]] = accuracy, *, num_samples: int = 1,
+             ks: Sequence[int] = (1,), rewards: RewardSet | None = None) -> EvalResult:
+    """Generate `num_samples` completions per example (prompt text from `render`) and score them.
+
+    `scorer` decides correctness (None counts as 0; correct = score >= 1.0); `rewards`, when given, scores every
+    completion with the run's reward functions too (logged per completion and averaged). pass@k is reported for
+    each k in `ks` (each must be <= num_samples). Greedy decoding (temperature 0) allows one sample only.
+    """
     if not examples:
-        return EvalResult(0.0, 0, 0.0, [])
-    prompts = [render(ex) for ex in examples]
-    groups = generate(model, tokenizer, prompts, 1, params)
-    texts = [g[0].text for g in groups]
-    questions = [ex.question for ex in examples]
-    scores = scorer(questions, texts, answer=[ex.answer for ex in examples],
-                    **{k: [ex.columns[k] for ex in examples] for k in examples[0].columns})
-    boxed = boxed_format(questions, texts)
-    scores = [float(s) if s is not None else 0.0 for s in scores]
-    records = [{"index": ex.index, "question": ex.question, "answer": ex.answer, "completion": t,
-                "score": s, "truncated": g[0].truncated}
-               for ex, t, s, g in zip(examples, texts, scores, groups, strict=True)]
-    return EvalResult(sum(scores) / len(scores), len(scores), sum(boxed) / len(boxed), records)
+        return EvalResult(0.0, 0, 0.0, [], num_samples=num_samples)
+    bad = [k for k in ks if not 1 <= k <= num_samples]
+    if bad or num_samples < 1:
+        raise ValueError(f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={bad}")
+    start = time.perf_counter()
+    groups = generate(model, tokenizer, [render(ex) for ex in examples], num_samples, params)
+    flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
+    scores = _score(scorer, flat)
+    texts = [s.text for _, s in flat]
+    boxed = boxed_format([ex.question for ex, _ in flat], texts)
+    out = rewards([ex.question for ex, _ in flat], texts, _columns([ex for ex, _ in flat]),
+                  completion_lengths=[s.length for _, s in flat]) if rewards is not None else None
+    records = [{"index": ex.index, "sample": i % num_samples, "group": ex.group, "question": ex.question,
+                "answer": ex.answer, "completion": s.text, "score": score, "correct": score >= CORRECT_AT,
+                "answer_key": answer_key(s.text), "boxed": boxed[i], "truncated": s.truncated, "length": s.length,
+                "reward": out.total[i] if out else None,
+                "rewards": {k: v[i] for k, v in out.per_function.items()} if out else {}}
+               for i, ((ex, s), score) in enumerate(zip(flat, scores, strict=True))]
+    return _result(records, num_samples, ks, time.perf_counter() - start, dict(out.invalid) if out else {})
 
 
 def write_eval(result: EvalResult, path: Path) -> None:
     """`path` gets the summary; a sibling `<stem>_completions.jsonl` gets every completion."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.summary(), indent=2) + "\n")
     with path.with_name(path.stem + "_completions.jsonl").open("w", encoding="utf-8") as fh:
         for record in result.records:
             fh.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- on screen
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def summary_tables(result: EvalResult, title: str = "evaluation") -> list[Table]:
+    """The summary as rich tables: the overall metrics, then one row per group (if any)."""
+    summary = result.summary()
+    overall = Table(title=title)
+    overall.add_column("metric")
+    overall.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            continue
+        overall.add_row(key, _fmt(value))
+    for name, value in result.rewards.items():
+        overall.add_row(f"reward/{name}", _fmt(value))
+    tables = [overall]
+    if result.groups:
+        columns = list(next(iter(result.groups.values())))
+        by_group = Table(title="by group")
+        for col in ("group", *columns):
+            by_group.add_column(col, justify="left" if col == "group" else "right")
+        for group, metrics in result.groups.items():
+            by_group.add_row(group, *(_fmt(metrics[c]) for c in columns))
+        tables.append(by_group)
+    return tables
+
+
+# ---------------------------------------------------------------- `gpgrl eval`
+
+
+def sampling_params(cfg: EvalConfig) -> SamplingParams:
+    """Decoding settings of an evaluation (eval.temperature 0 = greedy)."""
+    return SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.batch_size)
+
+
+def output_path(cfg: Config) -> Path:
+    """eval.output, or <train.output_dir>/eval.json when it is empty."""
+    return Path(cfg.eval.output) if cfg.eval.output else Path(cfg.train.output_dir) / "eval.json"
+
+
+def run_eval_command(cfg: Config, console: Console) -> EvalResult:
+    """`gpgrl eval`: the model of `cfg.model` on the eval split of `cfg.data`; writes eval.output (+ JSONL)."""
+    import torch
+
+    from gpgrl.models import load_policy  # heavy: only once the config and the data are known to be good
+
+    _, examples = load_splits(cfg.data)
+    if not examples:
+        raise ConfigError("the eval split is empty: set data.eval_size (reasoning-gym), or data.eval_split (a "
+                          "split name such as test, or a fraction such as 0.1 of data.split; 1.0 = all of it)")
+    rewards = RewardSet.from_config(cfg.reward)
+    model, tokenizer = load_policy(cfg.model, cfg.train.seed)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    torch.manual_seed(cfg.train.seed)
+    e = cfg.eval
+    console.print(f"evaluating {cfg.model.name} on {len(examples)} items x {e.num_samples} samples "
+                  f"(temperature {e.temperature}, top_p {e.top_p}, {e.max_new_tokens} new tokens)")
+    result = evaluate(model, tokenizer, examples,
+                      lambda ex: render_prompt(tokenizer, ex, cfg.data.system_prompt, cfg.data.prompt_template),
+                      sampling_params(e), num_samples=e.num_samples, ks=e.k, rewards=rewards)
+    path = output_path(cfg)
+    write_eval(result, path)
+    for table in summary_tables(result, title=f"{cfg.model.name}: eval"):
+        console.print(table)
+    console.print(f"wrote {path} and {path.with_name(path.stem + '_completions.jsonl')}")
+    return result

@@ -1,19 +1,36 @@
 """Rollout I/O: sampling G completions per prompt and computing their token log-probs.
 
-Owns the `Sample` record (one prompt + one completion, unpadded), HF `generate` in chunks, the completion
+Owns the `Sample` record (one prompt + one completion, unpadded), sampling in chunks, the completion
 mask rule (up to and including the first EOS; rows without EOS are truncated and flagged), collation of
 samples into padded micro-batches (prompts left-padded, completions right-padded, padding trimmed to the
 micro-batch), and log-probs of completion tokens at the sampling temperature without materialising a
 full log-softmax over the vocabulary.
+
+Three optional fast paths (off by default; see docs/performance.md for what each saves):
+
+* shared prefill (`SamplingParams.shared_prefill`): a KV-cached sampling loop that encodes each prompt once
+  and copies its cache to the prompt's `n` completions, instead of HF `generate` re-encoding the prompt `n`
+  times (`num_return_sequences`). It draws the same tokens as `generate` for the same seed (same logits up to
+  float rounding, the same `torch.multinomial` calls in the same order); only temperature, top-p and
+  min_new_tokens are applied (not other processors a model's generation_config may add);
+* shared prompt forward (`collate(..., share_prompts=True)`): the training forward runs each distinct prompt
+  of a micro-batch once, with a KV cache, and its completions on top of that cache; the prompt's activations
+  receive the summed gradient of all its completions, so the result equals the plain forward up to rounding;
+* bf16 autocast (`autocast_bf16`): forwards under `torch.autocast(bfloat16)` with the LM head kept in fp32
+  (parameters, gradients and optimizer state stay fp32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from transformers import TopPLogitsWarper
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,9 @@ class SamplingParams:
     temperature: float  # 0 = greedy
     top_p: float = 1.0
     batch_size: int = 64  # sequences per generate call
+    min_new_tokens: int = 0  # EOS is masked before this many new tokens (equal-length benchmarks)
+    shared_prefill: bool = False  # encode each prompt once and copy its KV cache to its n completions
+    autocast_bf16: bool = False  # sample under bf16 autocast (LM head in fp32)
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,8 @@ class MicroBatch:
     position_ids: Tensor  # [B, Lp + Lc]
     completion_mask: Tensor  # [B, Lc] float
     completion_len: int  # Lc
+    prompt_rows: Tensor | None = None  # [U] one row per distinct prompt (collate(share_prompts=True)), else None
+    prompt_owner: Tensor | None = None  # [B] index into prompt_rows of each row's prompt
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -74,10 +96,16 @@ def _generate_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: Sa
     sampling = params.temperature > 0
     kwargs = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0) if sampling \
         else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if params.min_new_tokens > 0:
+        kwargs["min_new_tokens"] = params.min_new_tokens
     out = model.generate(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device),
                          max_new_tokens=params.max_new_tokens, num_return_sequences=n,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids), **kwargs)
-    completions = out[:, enc.input_ids.shape[1]:].cpu()  # [P*n, Lc]
+    return _to_samples(tokenizer, enc, out[:, enc.input_ids.shape[1]:].cpu(), n, eos_ids)
+
+
+def _to_samples(tokenizer, enc, completions: Tensor, n: int, eos_ids: set[int]) -> list[Sample]:
+    """Cut each generated row [P*n, Lc] at its first EOS; rows are grouped by prompt (row // n)."""
     lengths, truncated = completion_lengths(completions, eos_ids)
     samples = []
     for row in range(completions.shape[0]):
@@ -89,24 +117,132 @@ def _generate_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: Sa
     return samples
 
 
+def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor) -> Tensor:
+    """One sampling step on fp32 logits [N, V], processed as `generate` does: EOS mask, 1/T, top-p."""
+    if step < params.min_new_tokens:
+        logits[:, eos] = -float("inf")
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)  # [N]
+    scores = logits / params.temperature  # [N, V]
+    if params.top_p < 1.0:
+        scores = TopPLogitsWarper(params.top_p)(None, scores)
+    return torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # [N]
+
+
+def _sample_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingParams,
+                  eos_ids: set[int]) -> list[Sample]:
+    """Shared-prefill sampling: one prefill per prompt, its KV cache repeated n times, then cached decoding."""
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(model.parameters()).device
+    attn = enc.attention_mask.to(device)  # [P, Lp]
+    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [P, Lp]
+    out = model(input_ids=enc.input_ids.to(device), attention_mask=attn, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
+    logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)  # [N, V]
+    rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
+    mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]
+    pos = positions[:, -1:].repeat_interleave(n, dim=0)  # [N, 1]
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    tokens = torch.full((rows, steps), tokenizer.pad_token_id, dtype=torch.long, device=device)  # [N, steps]
+    done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
+    for t in range(steps):
+        nxt = torch.where(done, tokenizer.pad_token_id, _next_tokens(logits, t, params, eos))  # [N]
+        tokens[:, t] = nxt
+        done |= torch.isin(nxt, eos)
+        if t + 1 == steps or bool(done.all()):
+            tokens = tokens[:, : t + 1]
+            break
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask[:, : lp + t + 1], position_ids=pos,
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1].float()  # [N, V]
+    return _to_samples(tokenizer, enc, tokens.cpu(), n, eos_ids)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Sample]]:
     """`n` completions for each prompt (a group), in prompt order. Uses torch's global RNG."""
     eos_ids = eos_token_ids(model, tokenizer)
     per_call = max(1, params.batch_size // n)
+    chunk = _sample_chunk if params.shared_prefill else _generate_chunk
     was_training = model.training
     model.eval()
     try:
         flat: list[Sample] = []
-        for start in range(0, len(prompts), per_call):
-            flat += _generate_chunk(model, tokenizer, prompts[start:start + per_call], n, params, eos_ids)
+        with precision(model, params.autocast_bf16):
+            for start in range(0, len(prompts), per_call):
+                flat += chunk(model, tokenizer, prompts[start:start + per_call], n, params, eos_ids)
     finally:
         model.train(was_training)
     return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
-    """Left-pad prompts and right-pad completions to this micro-batch's own longest rows."""
+# ---------------------------------------------------------------- precision
+
+
+def _unwrap(model):
+    """The module under a DistributedDataParallel wrapper (peft models delegate attribute access)."""
+    return getattr(model, "module", model)
+
+
+def _fp32_linear(head: torch.nn.Linear, hidden: Tensor) -> Tensor:
+    with torch.autocast(hidden.device.type, enabled=False):
+        bias = head.bias.float() if head.bias is not None else None
+        return F.linear(hidden.float(), head.weight.float(), bias)
+
+
+@contextmanager
+def _fp32_head(model) -> Iterator[None]:
+    """Run the output projection in fp32 inside autocast (logits in bf16 would be off by ~0.1 nats)."""
+    head = _unwrap(model).get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        yield
+        return
+    saved = head.__dict__.get("forward")
+    head.forward = functools.partial(_fp32_linear, head)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del head.forward
+        else:
+            head.forward = saved
+
+
+@contextmanager
+def precision(model, autocast_bf16: bool) -> Iterator[None]:
+    """bf16 autocast with an fp32 LM head when `autocast_bf16`, else nothing."""
+    if not autocast_bf16:
+        yield
+        return
+    device_type = next(model.parameters()).device.type
+    with _fp32_head(model), torch.autocast(device_type, dtype=torch.bfloat16):
+        yield
+
+
+# ---------------------------------------------------------------- training forward
+
+
+def _distinct_prompts(samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
+    """Row of the first sample with each distinct prompt [U], and each sample's index into those rows [B]."""
+    index: dict[tuple[int, ...], int] = {}
+    rows, owner = [], []
+    for row, s in enumerate(samples):
+        key = tuple(s.prompt_ids.tolist())
+        if key not in index:
+            index[key] = len(rows)
+            rows.append(row)
+        owner.append(index[key])
+    return torch.tensor(rows), torch.tensor(owner)
+
+
+def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False) -> MicroBatch:
+    """Left-pad prompts and right-pad completions to this micro-batch's own longest rows.
+
+    With `share_prompts`, also record which rows share a prompt, so `token_logprobs` runs each distinct
+    prompt once (only when some prompt occurs more than once)."""
     lp = max(s.prompt_ids.numel() for s in samples)
     lc = max(max(s.length for s in samples), 1)
     ids = torch.full((len(samples), lp + lc), pad_id, dtype=torch.long)  # [B, Lp+Lc]
@@ -119,24 +255,75 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
         attn[row, lp - p:lp + c] = 1
         cmask[row, :c] = 1.0
     positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, Lp+Lc], as generate computes them
-    return MicroBatch(ids, attn, positions, cmask, lc)
+    rows, owner = _distinct_prompts(samples) if share_prompts else (None, None)
+    if rows is not None and rows.numel() == len(samples):
+        rows, owner = None, None  # nothing to share
+    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner)
 
 
-def selective_log_softmax(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log softmax(logits)[token] without materialising the full log-softmax; row by row to bound memory."""
-    out = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)  # [B, L]
-    for row in range(logits.shape[0]):
-        lg = logits[row].float()  # [L, V]
-        out[row] = lg.gather(-1, tokens[row].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1)  # [L]
-    return out
+CHUNK_ELEMENTS = 1 << 24
+"""Logits per chunk of `selective_log_softmax` (64 MiB in fp32): bounds its temporary memory."""
 
 
-def token_logprobs(model, batch: MicroBatch, temperature: float) -> Tensor:
-    """log π(completion token | prefix) at the sampling temperature, [B, Lc]; padded positions are junk."""
+def selective_log_softmax(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(logits / temperature)[token] without materialising the full log-softmax, in chunks of rows.
+
+    The chunks come from one `split`, whose backward assembles the logits' gradient once; indexing row by row
+    would instead add one full-size gradient tensor per row (quadratic in the batch)."""
+    rows = max(1, CHUNK_ELEMENTS // max(1, logits[0].numel()))
+    out = []
+    for lg, tk in zip(logits.split(rows), tokens.split(rows), strict=True):
+        lg = lg.float() / temperature if temperature != 1.0 else lg.float()  # [b, L, V]
+        out.append(lg.gather(-1, tk.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1))  # [b, L]
+    return torch.cat(out)  # [B, L]
+
+
+def _full_logits(model, batch: MicroBatch) -> Tensor:
+    """Logits predicting each completion token from one forward over prompt + completion, [B, Lc, V]."""
     device = next(model.parameters()).device
     lc = batch.completion_len
     out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                 position_ids=batch.position_ids.to(device), logits_to_keep=lc + 1, use_cache=False)
-    logits = out.logits[:, :-1, :] / temperature  # [B, Lc, V]
-    tokens = batch.input_ids[:, -lc:].to(device)  # [B, Lc]
-    return selective_log_softmax(logits, tokens)  # [B, Lc]
+    return out.logits[:, :-1, :]  # [B, Lc, V]
+
+
+def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
+    """As `_full_logits`, but each distinct prompt is run once and its KV cache indexed out to its rows.
+
+    Indexing the cache is differentiable, so each prompt's activations get the sum of its completions'
+    gradients: the same gradient as the plain forward, with the prompt computed U instead of B times."""
+    device = next(model.parameters()).device
+    lc, rows, owner = batch.completion_len, batch.prompt_rows.to(device), batch.prompt_owner.to(device)
+    ids, attn, pos = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids))
+    lp = ids.shape[1] - lc
+    out = model(input_ids=ids[rows, :lp], attention_mask=attn[rows, :lp], position_ids=pos[rows, :lp],
+                use_cache=True, logits_to_keep=1)
+    first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
+    if lc == 1:
+        return first
+    cache = out.past_key_values
+    cache.batch_select_indices(owner)  # [U, ...] -> [B, ...]
+    rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=pos[:, lp:-1],
+                 past_key_values=cache, use_cache=True).logits  # [B, Lc-1, V]
+    return torch.cat([first, rest], dim=1)  # [B, Lc, V]
+
+
+def can_share_prompts(model) -> bool:
+    """The shared prompt forward needs a KV cache with gradients: not under gradient checkpointing or DDP."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else \
+        "is_gradient_checkpointing"  # transformers >= 5.x renamed it
+    return not getattr(base, flag, False)
+
+
+def token_logprobs(model, batch: MicroBatch, temperature: float, autocast_bf16: bool = False) -> Tensor:
+    """log π(completion token | prefix) at the sampling temperature, [B, Lc]; padded positions are junk.
+
+    Uses the shared prompt forward when the batch was collated with `share_prompts` and the model allows it."""
+    shared = batch.prompt_rows is not None and can_share_prompts(model)
+    with precision(model, autocast_bf16):
+        logits = _shared_prompt_logits(model, batch) if shared else _full_logits(model, batch)  # [B, Lc, V]
+    tokens = batch.input_ids[:, -batch.completion_len:].to(logits.device)  # [B, Lc]
+    return selective_log_softmax(logits, tokens, temperature)  # [B, Lc]

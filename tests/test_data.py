@@ -1,8 +1,16 @@
-"""Tests of gpgrl.data: reasoning-gym splits, prompt rendering and the resumable prompt queue."""
+"""Tests of gpgrl.data and gpgrl.sources: reasoning-gym and dataset splits (files, Hugging Face layouts, CHAMP),
+clear data errors, prompt rendering and the resumable prompt queue."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
 import pytest
+import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -208,4 +216,304 @@ def test_queue_edge_cases():
     with pytest.raises(ValueError, match="n must be >= 0"):
         queue.take(-1)
     with pytest.raises(ValueError, match="data.train_size"):
+        PromptQueue([], seed=0)
+
+
+# ---------------------------------------------------------------- datasets: files, Hugging Face layouts, CHAMP
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FILES, HUB = FIXTURES / "files", FIXTURES / "hub"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ARITH = [("What is 2 + 3?", "5", "add"), ("What is 7 - 4?", "3", "sub"), ("What is 6 * 7?", "42", "mul"),
+         ("What is 1/2 + 1/4?", "3/4", "add"), ("What is 9 - 10?", "-1", "sub")]
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    """Keep `datasets`' Arrow cache of the local fixture datasets out of the home directory."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+def data(**kwargs) -> DataConfig:
+    return DataConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()})
+
+
+def recipe_data(name: str, **overrides) -> DataConfig:
+    raw = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["data"]
+    return data(**{**raw, **overrides})
+
+
+def rows(examples) -> list[tuple[str, str, str]]:
+    return [(ex.question, ex.answer, ex.columns.get("topic")) for ex in examples]
+
+
+@pytest.mark.parametrize("name", ["arith.jsonl", "arith.json", "arith.csv", "arith.parquet"])
+def test_every_file_format_gives_the_same_rows(name):
+    train, evals = load_splits(data(path=FILES / name))
+    assert rows(train) == ARITH and evals == []
+    assert [ex.index for ex in train] == [0, 1, 2, 3, 4]
+    assert train[0].columns == {"question": "What is 2 + 3?", "topic": "add"}  # 'answer' is reserved
+    assert reward_columns(train[:2]) == {"answer": ["5", "3"], "question": ["What is 2 + 3?", "What is 7 - 4?"],
+                                         "topic": ["add", "sub"]}
+
+
+def test_source_is_inferred_from_the_path():
+    assert DataConfig().resolved_source() == "reasoning_gym"
+    assert data(path="x/data.JSONL").resolved_source() == "file"
+    assert data(path="openai/gsm8k").resolved_source() == "hf"
+    assert data(path=HUB / "math500").resolved_source() == "hf"  # a local dataset directory
+    assert data(source="champ").resolved_source() == "champ"
+
+
+def test_fractional_eval_split_is_seeded_disjoint_and_in_file_order():
+    cfg = data(path=FILES / "arith.jsonl", eval_split="0.4")
+    train, evals = load_splits(cfg)
+    assert len(evals) == 2 and len(train) == 3  # round(0.4 * 5) rows held out
+    assert sorted(rows(train) + rows(evals)) == sorted(ARITH)
+    assert [ARITH.index(r) for r in rows(evals)] == sorted(ARITH.index(r) for r in rows(evals))
+    assert [ex.index for ex in evals] == [0, 1] and [ex.index for ex in train] == [0, 1, 2]
+    assert load_splits(cfg) == (train, evals)
+    other = [rows(load_splits(data(path=FILES / "arith.jsonl", eval_split="0.4", seed=s))[1]) for s in range(6)]
+    assert len({tuple(map(tuple, o)) for o in other}) > 1  # the held-out rows depend on data.seed
+
+
+def test_eval_split_1_holds_out_everything():
+    train, evals = load_splits(data(path=FILES / "arith.csv", eval_split="1.0"))
+    assert train == [] and rows(evals) == ARITH
+
+
+def test_training_rows_repeating_an_eval_question_are_dropped(tmp_path, caplog):
+    path = tmp_path / "dups.jsonl"
+    questions = ["Q1", "q 1", " Q1", "Q1"]  # all the same question once normalised
+    path.write_text("".join(json.dumps({"question": q, "answer": str(i)}) + "\n" for i, q in enumerate(questions)))
+    with caplog.at_level(logging.WARNING, logger="gpgrl.data"):
+        train, evals = load_splits(data(path=path, eval_split="0.25"))
+    assert len(evals) == 1 and train == []  # whichever row is held out, the other three repeat it
+    assert "dropped 3 of 3 training rows whose question also occurs in the eval split" in caplog.text
+
+
+def test_named_eval_split_keeps_eval_whole_and_cleans_train(tmp_path, caplog):
+    hub = tmp_path / "ds"
+    hub.mkdir()
+    (hub / "train.jsonl").write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n"
+                                             for q in ["A?", "B?", "C?"]))
+    (hub / "test.jsonl").write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in ["B?", "D?"]))
+    with caplog.at_level(logging.WARNING, logger="gpgrl.data"):
+        train, evals = load_splits(data(path=hub, eval_split="test"))
+    assert [ex.question for ex in train] == ["A?", "C?"] and [ex.question for ex in evals] == ["B?", "D?"]
+    assert "dropped 1 of 3 training rows whose question also occurs in the eval split" in caplog.text
+
+
+def test_max_rows_reads_the_first_rows():
+    train, _ = load_splits(data(path=FILES / "arith.parquet", max_rows=2))
+    assert rows(train) == ARITH[:2]
+    train, _ = load_splits(data(path=HUB / "gsm8k", subset="main", answer_format="gsm8k", max_rows=3))
+    assert len(train) == 3
+
+
+def test_gsm8k_recipe_on_a_local_copy_of_the_hub_layout():
+    train, evals = load_splits(recipe_data("gsm8k", path=HUB / "gsm8k"))
+    assert [ex.answer for ex in train] == ["31", "800", "60", "2500"]  # '#### 2,500' loses its separator
+    assert [ex.answer for ex in evals] == ["17", "42"]
+    assert evals[0].question.startswith("Mia has 8 marbles")
+    assert "#### 17" not in evals[0].question
+
+
+def test_gsm8k_recipe_renders_the_paper_prompt_without_system_message():
+    cfg = recipe_data("gsm8k", path=HUB / "gsm8k")
+    _, evals = load_splits(cfg)
+    text = render_prompt(tiny_tokenizer(CHATML), evals[1], cfg.system_prompt, cfg.prompt_template)
+    assert text == ("<|user|>Solve the following math problem efficiently and clearly. The last line of your response "
+                    "should be of the following format: 'Therefore, the final answer is: $\\boxed{ANSWER}$. I hope it "
+                    "is correct' (without quotes) where ANSWER is just the final number or expression that solves the "
+                    "problem. Think step by step before answering.\n\nA box holds 6 eggs. How many eggs are in 7 "
+                    "boxes?\n<|assistant|>")
+
+
+def test_math500_recipe_is_eval_only_and_grouped_by_subject():
+    train, evals = load_splits(recipe_data("math500", path=HUB / "math500"))
+    assert train == []
+    assert [(ex.answer, ex.group) for ex in evals] == [("\\frac{5}{6}", "Prealgebra"), ("4", "Algebra"),
+                                                        ("5\\sqrt{2}", "Algebra")]
+    assert evals[0].columns["level"] == 1 and evals[0].columns["unique_id"] == "test/prealgebra/1.json"
+
+
+@pytest.mark.parametrize(("recipe", "answers"), [("aime24", ["1", "30"]), ("amc23", ["55", "27"])])
+def test_aime24_and_amc23_recipes_read_their_only_split(recipe, answers):
+    train, evals = load_splits(recipe_data(recipe, path=HUB / recipe))
+    assert train == [] and [ex.answer for ex in evals] == answers  # AMC's 55.0 and 27.0 become integers
+    assert evals[0].question.startswith("Find the remainder" if recipe == "aime24" else "What is $1 + 2")
+
+
+def test_boxed_answer_format_reads_the_last_box():
+    train, _ = load_splits(data(path=HUB / "math500", split="test", answer_column="solution",
+                                answer_format="boxed", prompt_column="problem"))
+    assert [ex.answer for ex in train] == ["\\frac{5}{6}", "4", "5\\sqrt{2}"]
+    assert train[0].columns["solution"] == "The sum is $\\boxed{\\frac{5}{6}}$."  # the raw column is kept
+
+
+def test_conversational_prompts():
+    train, _ = load_splits(data(path=FILES / "chat.jsonl", prompt_column="prompt"))
+    assert [(ex.question, ex.answer) for ex in train] == [("What is 2 + 2?", "4"), ("What is 3 + 3?", "6"),
+                                                          ("Now add 1 to it.", "8")]
+    tok = tiny_tokenizer(CHATML)
+    assert render_prompt(tok, train[0], "Box it.", "{question} Answer in \\boxed{}.") == \
+        "<|system|>Box it.\n<|user|>What is 2 + 2? Answer in \\boxed{}.\n<|assistant|>"
+    # the row's own system message wins over data.system_prompt
+    assert render_prompt(tok, train[1], "Box it.") == "<|system|>You are terse.\n<|user|>What is 3 + 3?\n<|assistant|>"
+    # earlier turns are kept; the template applies to the last user message
+    assert render_prompt(tok, train[2], "", "{question}!") == \
+        "<|user|>Name a number.\n<|assistant|>7\n<|user|>Now add 1 to it.!\n<|assistant|>"
+    # a template without a system role: the system message goes into the first user message
+    assert render_prompt(tiny_tokenizer(NO_SYSTEM), train[1], "") == \
+        "<|user|>You are terse.\n\nWhat is 3 + 3?\n<|assistant|>"
+
+
+def test_reasoning_gym_examples_are_grouped_by_task():
+    train, evals = load_splits(DataConfig(train_size=3, eval_size=2))
+    assert {ex.group for ex in train + evals} == {"basic_arithmetic"} and train[0].messages == ()
+
+
+def test_champ_is_a_bundled_eval_set():
+    train, evals = load_splits(data(source="champ", eval_split="1.0", group_column="category"))
+    assert train == [] and len(evals) == 270
+    assert Counter(ex.group for ex in evals) == {"Number-Theory": 80, "Inequality": 50, "Polynomial": 50,
+                                                 "Sequence": 50, "Combinatorics": 40}
+    first = evals[0]
+    assert first.columns["identifier"] == "P_Combinatorics_1" and first.answer == "239"
+    second = evals[1]
+    assert second.columns["raw_answer"] == "C(10, 5), or equivalently 252" and second.answer == "252"
+    train, evals = load_splits(data(source="champ", max_rows=10, eval_split="0.2"))
+    assert (len(train), len(evals)) == (8, 2)
+
+
+def test_champ_answer_cleanup():
+    from gpgrl.sources import champ_answer
+
+    assert champ_answer("98 values") == "98"
+    assert champ_answer("sum_(i=1)^n i^2, or equivalently n(n+1)(2n+1)/6") == "n(n+1)(2n+1)/6"
+    assert champ_answer("x(n)<y(n-1) for all n≥3") == "x(n)<y(n-1) for all n≥3"
+
+
+# ---------------------------------------------------------------- dataset errors name the file, row and key
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("column", "key"), [("prompt_column", "data.prompt_column"),
+                                             ("answer_column", "data.answer_column"),
+                                             ("group_column", "data.group_column")])
+def test_missing_column_names_the_file_row_and_columns(column, key):
+    path = FILES / "arith.jsonl"
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}='problem': no such column in {re.escape(str(path))} "
+                                          r"line 1 \(its columns: question, answer, topic\)"):
+        load_splits(data(path=path, **{column: "problem"}))
+
+
+def test_missing_column_in_a_hub_dataset_names_split_and_row():
+    with pytest.raises(ConfigError, match=r"data\.prompt_column='question': no such column in dataset '.*math500' "
+                                          r"split 'test' row 1 \(its columns: problem, solution, answer"):
+        load_splits(data(path=HUB / "math500", split="", eval_split="test"))
+
+
+@pytest.mark.parametrize(("name", "text", "pattern"), [
+    ("empty.jsonl", "", r"data\.path='.*empty\.jsonl' has no rows \(data\.split='train'\)"),
+    ("blank.jsonl", "\n\n", r"has no rows"),
+    ("header.csv", "question,answer\n", r"has no rows"),
+    ("bad.jsonl", '{"question": "a", "answer": "1"}\n\n{"question": "b", "answer": \n',
+     r"bad\.jsonl' line 3 is not valid JSON"),
+    ("list.jsonl", '{"question": "a", "answer": "1"}\n[1, 2]\n', r"line 2 is a JSON list, not an object"),
+    ("bad.json", '{"question": "a"}', r"holds a JSON dict: expected a list of objects"),
+    ("ragged.csv", "question,answer\na,1\nb,2,3\n", r"ragged\.csv' line 3 has a different number of fields than "
+                                                    r"the header \(2\)"),
+    ("short.csv", "question,answer\na\n", r"short\.csv' line 2 has a different number of fields"),
+    ("broken.parquet", "not parquet", r"is not a readable parquet file"),
+    ("null.jsonl", '{"question": null, "answer": "1"}\n', r"null\.jsonl line 1: data\.prompt_column 'question' is "
+                                                         r"None; expected non-empty text"),
+    ("noans.jsonl", '{"question": "q", "answer": ""}\n', r"line 1: the gold answer in column 'answer' is empty"),
+    ("listans.jsonl", '{"question": "q", "answer": [1]}\n', r"line 1: data\.answer_column 'answer' is \[1\]"),
+    ("chat.jsonl", '{"question": [{"role": "assistant", "content": "hi"}], "answer": "1"}\n',
+     r"line 1: the messages in column 'question' must end with a 'user' message"),
+    ("chat2.jsonl", '{"question": [{"role": "user"}], "answer": "1"}\n', r"line 1: message 0 of column 'question'"),
+])
+def test_unreadable_data_names_the_file_and_row(tmp_path, name, text, pattern):
+    path = write(tmp_path, name, text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_splits(data(path=path))
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("question,answer\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.csv' is not UTF-8 text"):
+        load_splits(data(path=path))
+
+
+@pytest.mark.parametrize(("fmt", "text", "pattern"), [
+    ("gsm8k", "She has 5.", r"line 1: data\.answer_format=gsm8k but column 'answer' has no '####' final answer"),
+    ("boxed", "It is 5.", r"line 1: data\.answer_format=boxed but column 'answer' has no \\boxed\{\.\.\.\}"),
+])
+def test_answer_format_errors(tmp_path, fmt, text, pattern):
+    path = write(tmp_path, "a.jsonl", json.dumps({"question": "q", "answer": text}) + "\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_splits(data(path=path, answer_format=fmt))
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.path='nope\.jsonl' does not exist"):
+        load_splits(data(path="nope.jsonl"))
+    with pytest.raises(ConfigError, match=r"unknown file type '\.txt'; use one of \.jsonl, \.json, \.csv, \.parquet"):
+        load_splits(data(path=write(tmp_path, "a.txt", "x"), source="file"))
+
+
+def test_hub_errors_name_the_dataset_and_key(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConfigError, match=r"data\.path='openai/gsm8k': datasets\.load_dataset could not load "
+                                          r"dataset 'openai/gsm8k' \(subset 'main'\) split 'train' \(ConnectionError: "
+                                          r".*\)\. Check data\.path, data\.subset and data\.split; offline, give a "
+                                          r"local file"):
+        load_splits(data(path="openai/gsm8k", subset="main"))
+
+
+def test_unknown_split_of_a_local_dataset_names_the_key():
+    with pytest.raises(ConfigError, match=r"split 'validation' \(ValueError: Unknown split.*data\.eval_split"):
+        load_splits(data(path=HUB / "gsm8k", subset="main", answer_format="gsm8k", eval_split="validation"))
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"prompt_column": "problem"}, r"data\.prompt_column='problem' has no effect here \(prompts come from "
+                                   r"reasoning-gym task 'basic_arithmetic' because data\.path is empty\)"),
+    ({"path": "a.jsonl", "eval_size": 50}, r"data\.eval_size=50 has no effect here \(prompts come from the file "
+                                           r"data\.path='a\.jsonl'\)"),
+    ({"path": "a.jsonl", "subset": "main"}, r"data\.subset='main' has no effect here"),
+    ({"source": "champ", "path": "x"}, r"data\.path='x' has no effect here \(prompts come from the bundled CHAMP"),
+    ({"source": "file"}, r"data\.source=file needs data\.path"),
+    ({"source": "web"}, r"data\.source='web' is not one of"),
+    ({"path": "a.jsonl", "answer_format": "last"}, r"data\.answer_format='last' is not one of 'plain', 'gsm8k'"),
+    ({"path": "a.jsonl", "max_rows": -1}, r"data\.max_rows=-1 must be >= 0"),
+    ({"path": "a.jsonl", "eval_split": "0"}, r"data\.eval_split='0' must be a fraction in \(0, 1\]"),
+    ({"path": "a.jsonl", "eval_split": "1.5"}, r"must be a fraction in \(0, 1\]"),
+    ({"path": "a.jsonl", "eval_split": "test"}, r"data\.eval_split='test': a file source has no named splits"),
+    ({"path": "a.jsonl", "split": "test"}, r"data\.split='test': a file source is one split called 'train'"),
+    ({"path": "org/ds", "split": "", "eval_split": "0.1"}, r"data\.eval_split=0\.1 is a fraction of data\.split, "
+                                                           r"which is empty"),
+])
+def test_data_config_errors_name_the_key(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        DataConfig(**kwargs)
+
+
+def test_empty_train_split_gives_a_clear_queue_error():
+    with pytest.raises(ValueError, match=r"data\.split and data\.eval_split"):
         PromptQueue([], seed=0)

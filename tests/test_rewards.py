@@ -1,29 +1,42 @@
-"""Tests of gpgrl.rewards: the built-in rewards, loading by name and the weighted RewardSet."""
+"""Tests of gpgrl.rewards and gpgrl.verify: the built-in rewards, bounded math-verify, loading by name with
+parameters, and the weighted RewardSet (parallel calls, time limit, error policy)."""
 
 from __future__ import annotations
 
 import doctest
+import logging
 import math
+import re
+import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import reasoning_gym
 
 import gpgrl.rewards as rewards
+import gpgrl.verify as verify
 from gpgrl.config import ConfigError, RewardConfig
 from gpgrl.rewards import (
     REWARDS,
+    Accuracy,
+    Cosine,
+    RepetitionPenalty,
     RewardError,
     RewardSet,
+    SoftOverlong,
     accuracy,
     boxed_format,
     load_reward_function,
     task_score,
+    think_format,
 )
+from gpgrl.verify import VerifyError, VerifyPool
 
 CUSTOM = '''
 import math
+import re
 
 def ones(prompts, completions, **kw):
     return [1.0] * len(completions)
@@ -43,8 +56,40 @@ def words(prompts, completions, **kw):
 def echo_answer(prompts, completions, answer, **kw):
     return [float(a) for a in answer]
 
+def echo_lengths(prompts, completions, completion_lengths, **kw):
+    return [float(n) for n in completion_lengths]
+
+def scaled(prompts, completions, factor=1.0, **kw):
+    return [factor] * len(completions)
+
+def only_factor(prompts, completions, factor):
+    return [factor] * len(completions)
+
+def sleepy(prompts, completions, **kw):
+    time.sleep(1.0)
+    return [1.0] * len(completions)
+
+def stuck(prompts, completions, **kw):
+    time.sleep(30)
+    return [1.0] * len(completions)
+
+async def async_ones(prompts, completions, **kw):
+    await asyncio.sleep(1.0)
+    return [1.0] * len(completions)
+
+CANCELLED = []
+
+async def async_stuck(prompts, completions, **kw):
+    try:
+        await asyncio.sleep(30)
+    finally:
+        CANCELLED.append(True)
+    return [1.0] * len(completions)
+
 NOT_A_FUNCTION = 3
 '''
+
+CUSTOM = "import asyncio\nimport time\n" + CUSTOM
 
 
 @pytest.fixture
@@ -56,7 +101,9 @@ def custom(tmp_path):
 
 def test_doctests():
     result = doctest.testmod(rewards, verbose=False)
-    assert result.attempted >= 8 and result.failed == 0
+    assert result.attempted >= 13 and result.failed == 0
+    result = doctest.testmod(verify, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0
 
 
 # ---------------------------------------------------------------- accuracy
@@ -83,24 +130,34 @@ def test_doctests():
     ("", "47", 0.0),
     (r"\boxed{47}", r"\boxed{47}", 1.0),  # a gold that is already LaTeX
     (r"\boxed{47}", "not a number at all", 0.0),  # unparseable gold
+    # fractions, decimals and percentages
+    (r"\boxed{\frac{3}{4}}", "0.75", 1.0),
+    (r"\boxed{-\frac{1}{2}}", "-0.5", 1.0),
+    (r"\boxed{0.333}", "1/3", 0.0),  # a rounded decimal is not the fraction
+    (r"\boxed{50\%}", "50", 1.0),
+    (r"\boxed{2\sqrt{2}}", r"\sqrt{8}", 1.0),
+    (r"\boxed{10^{3}}", "1000", 1.0),
+    # units, currency and thousands separators (GSM8K-style answers)
+    (r"\boxed{18 \text{ dollars}}", "18", 1.0),
+    (r"\boxed{\$18}", "18", 1.0),
+    (r"\boxed{5 \text{ km/h}}", "5", 1.0),
+    (r"\boxed{1,000}", "1000", 1.0),
+    # \boxed variants: the paper's final line, inline math, and forms math-verify does not read
+    (r"Therefore, the final answer is: $\boxed{72}$. I hope it is correct", "72", 1.0),
+    (r"$\boxed{72}$", "72", 1.0),
+    (r"\boxed{x=3}", "3", 1.0),
+    (r"\boxed{(1,2)}", "(1, 2)", 1.0),
+    (r"\fbox{72}", "72", 0.0),
+    (r"\boxed72", "72", 0.0),
 ])
 def test_accuracy_cases(completion, gold, expected):
     assert accuracy(["q"], [completion], answer=[gold]) == [expected]
 
 
-def test_accuracy_accepts_extra_columns_and_caches_gold(monkeypatch):
-    calls = []
-    original = rewards._parse_gold
-
-    def counting(gold, timeout):
-        calls.append(gold)
-        return original(gold, timeout)
-
-    monkeypatch.setattr(rewards, "_parse_gold", counting)
-    out = accuracy(["q"] * 3, [r"\boxed{47}", r"\boxed{48}", r"\boxed{3}"], answer=["47", "47", "3"],
-                   task=["t"] * 3, entry=[{}] * 3)
+def test_accuracy_accepts_extra_columns_and_numeric_golds():
+    out = accuracy(["q"] * 3, [r"\boxed{47}", r"\boxed{48}", r"\boxed{3}"], answer=["47", 47, 3.0],
+                   task=["t"] * 3, entry=[{}] * 3, completion_lengths=[1, 2, 3])
     assert out == [1.0, 0.0, 1.0]
-    assert calls == ["47", "3"]
 
 
 def test_accuracy_works_outside_the_main_thread():
@@ -144,6 +201,122 @@ def test_task_score_with_a_real_basic_arithmetic_entry():
     assert scores == [1.0, 0.0, 1.0, 0.0, 0.75]
 
 
+ADVERSARIAL = [
+    "\\boxed{" + "9" * 100_000 + "}",  # a 100,000-digit integer: parses (fast), is wrong
+    r"\boxed{10^{10^{10^{10}}}}",  # sympy evaluates a ten-billion-digit power: never finishes
+    "\\boxed{" + "\\frac{1}{" * 2000 + "2" + "}" * 2000 + "}",  # nested 2,000 deep: ~17 s of parsing
+    r"\boxed{9^{9^{9}}}",  # 9^387420489: never finishes
+    r"\boxed{72}",
+]
+
+
+def test_accuracy_is_bounded_on_adversarial_answers_and_timeouts_are_counted(caplog):
+    reward_set = RewardSet(["accuracy"], [1.0], kwargs={"accuracy": {"timeout_s": 2}})
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="gpgrl.rewards"):
+        out = reward_set(["q"] * 5, ADVERSARIAL, {"answer": ["72"] * 5})
+    elapsed = time.monotonic() - start
+    assert elapsed < 30, f"the adversarial batch took {elapsed:.1f} s"
+    assert out.per_function["accuracy"] == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert out.invalid == {"accuracy": 3} and out.errors == {"accuracy": 0}  # the three that exceeded 2 s
+    assert "3 of 5 answers took longer than timeout_s=2 s" in caplog.text
+
+
+def test_verify_worker_killed_mid_answer_scores_none_and_is_replaced():
+    pool = VerifyPool(size=1)
+    try:
+        box = {}
+        thread = threading.Thread(target=lambda: box.update(r=pool.verify([("72", ADVERSARIAL[1])], 60.0)))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not (pool.workers and pool.workers[0].item is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pool.workers[0].proc.kill()  # as a segfault or the OOM killer would
+        thread.join(30)
+        assert box["r"].scores == [None] and box["r"].crashes == 1 and box["r"].timeouts == 0
+        assert pool.verify([("72", r"\boxed{72}")], 5.0).scores == [1.0]  # a fresh worker took over
+    finally:
+        pool.close()
+
+
+def test_verify_reports_a_worker_that_cannot_start(monkeypatch):
+    pool = VerifyPool(size=1)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(VerifyError, match=r"failed to start 3 times in a row"):
+        pool.verify([("1", r"\boxed{1}")], 5.0)
+
+
+def test_verify_batch_argument_errors():
+    with pytest.raises(ValueError, match="2 gold answers for 1 completions"):
+        verify.verify_batch(["1", "2"], ["x"])
+    with pytest.raises(ValueError, match="timeout_s=0 must be > 0"):
+        verify.verify_batch(["1"], ["x"], timeout_s=0)
+    assert verify.verify_batch([], []).scores == []
+
+
+# ---------------------------------------------------------------- cosine, length, repetition, think format
+
+
+@pytest.mark.parametrize(("length", "correct", "expected"), [
+    (0, True, 1.0), (500, True, 0.75), (1000, True, 0.5), (5000, True, 0.5),  # p capped at 1
+    (0, False, 0.0), (500, False, -0.25), (1000, False, -0.5), (250, True, 0.5 + 0.5 * (1 + 2 ** -0.5) / 2),
+])
+def test_cosine_values(length, correct, expected):
+    # r = long + (short - long)(1 + cos(pi p))/2 with p = length/1000: cos(pi/2) = 0, cos(pi/4) = 1/sqrt(2)
+    assert Cosine().value(length, correct) == pytest.approx(expected)
+
+
+def test_cosine_scores_with_math_verify():
+    text_ok, text_wrong = r"\boxed{7}".ljust(500), r"\boxed{8}".ljust(1000)
+    assert Cosine()(["q", "q"], [text_ok, text_wrong], answer=["7", "7"]) == pytest.approx([0.75, -0.5])
+
+
+@pytest.mark.parametrize(("length", "expected"), [
+    (0, 0.0), (384, 0.0), (385, -1 / 128), (448, -0.5), (512, -1.0), (513, -1.0), (10_000, -1.0)])
+def test_soft_overlong(length, expected):
+    # L_max 512, L_cache 128: free up to 384 tokens, then linear to -1 at 512, -1 beyond
+    assert SoftOverlong(max_len=512, cache=128)(["q"], ["x"], completion_lengths=[length]) == [expected]
+
+
+def test_soft_overlong_needs_token_lengths():
+    reward_set = RewardSet(["soft_overlong"], [1.0], kwargs={"soft_overlong": {"max_len": 8, "cache": 4}})
+    with pytest.raises(RewardError, match=r"'soft_overlong' raised ValueError: .*completion_lengths"):
+        reward_set(["q"], ["x"], {})
+    assert reward_set(["q", "q"], ["x", "y"], {}, completion_lengths=[4, 6]).total == [0.0, -0.5]
+
+
+@pytest.mark.parametrize(("text", "n", "expected"), [
+    ("the cat the cat the cat", 3, -0.5),  # 4 trigrams, 2 distinct: (1 - 2/4) * -1
+    ("a a a a a", 1, -0.8),  # 5 unigrams, 1 distinct
+    ("One two three four", 2, 0.0),  # no repeat
+    ("Go go GO go", 1, -0.75),  # lower-cased: 4 unigrams, 1 distinct
+    ("too short", 3, 0.0),
+    ("", 3, 0.0),
+])
+def test_repetition_penalty(text, n, expected):
+    assert RepetitionPenalty(ngram_size=n)(["q"], [text]) == [pytest.approx(expected)]
+
+
+def test_repetition_penalty_scales_with_max_penalty():
+    assert RepetitionPenalty(ngram_size=1, max_penalty=-2.0)(["q"], ["a a b b"]) == [-1.0]  # (1 - 2/4) * -2
+
+
+@pytest.mark.parametrize(("completion", "expected"), [
+    ("<think>\n17 + 25 = 42\n</think>\n<answer>\n42\n</answer>", 1.0),
+    ("<think>reasoning</think><answer>42</answer>", 1.0),
+    ("  <think></think>  <answer> 42 </answer>\n", 1.0),  # empty reasoning is allowed
+    ("<think>x</think><answer>  </answer>", 0.0),  # blank answer
+    ("<answer>42</answer>", 0.0),
+    ("<think>x</think>", 0.0),
+    ("<answer>42</answer><think>x</think>", 0.0),  # wrong order
+    ("Sure! <think>x</think><answer>42</answer>", 0.0),  # text before
+    ("<think>x</think><answer>42</answer> done", 0.0),  # text after
+    ("<think>a</think><think>b</think><answer>42</answer>", 0.0),  # a tag twice
+])
+def test_think_format(completion, expected):
+    assert think_format(["q"], [completion]) == [expected]
+
+
 def test_task_score_uses_the_task_column_when_metadata_lacks_the_source():
     entry = {"question": "Calculate 1 + 2.", "answer": "3", "metadata": {}}
     assert task_score(["q"], [r"\boxed{3}"], entry=[entry], task=["basic_arithmetic"]) == [1.0]
@@ -153,8 +326,40 @@ def test_task_score_uses_the_task_column_when_metadata_lacks_the_source():
 
 
 def test_builtins_are_registered():
-    assert dict(REWARDS) == {"accuracy": accuracy, "boxed_format": boxed_format, "task_score": task_score}
-    assert load_reward_function("accuracy") is accuracy
+    assert dict(REWARDS) == {"accuracy": Accuracy, "cosine": Cosine, "boxed_format": boxed_format,
+                             "think_format": think_format, "soft_overlong": SoftOverlong,
+                             "repetition_penalty": RepetitionPenalty, "task_score": task_score}
+    assert load_reward_function("accuracy") == accuracy == Accuracy(timeout_s=5.0)
+    assert load_reward_function("boxed_format") is boxed_format
+
+
+def test_builtin_parameters_come_from_kwargs():
+    assert load_reward_function("cosine", {"max_len": 2000, "wrong_long": -1}) == Cosine(max_len=2000, wrong_long=-1.0)
+    assert load_reward_function("soft_overlong", {"max_len": 512, "cache": 128}) == SoftOverlong(512, 128)
+    assert load_reward_function("repetition_penalty", {"ngram_size": 4}) == RepetitionPenalty(ngram_size=4)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "pattern"), [
+    ("cosine", {"max_lenght": 5}, r"reward\.kwargs\.cosine\.max_lenght: unknown parameter; did you mean 'max_len'"),
+    ("cosine", {"max_len": "long"}, r"reward\.kwargs\.cosine\.max_len must be an integer, got 'long'"),
+    ("cosine", {"max_len": 2.5}, r"reward\.kwargs\.cosine\.max_len must be an integer"),
+    ("cosine", {"max_len": 0}, r"reward\.kwargs\.cosine: max_len=0 must be > 0"),
+    ("accuracy", {"timeout_s": True}, r"reward\.kwargs\.accuracy\.timeout_s must be a number"),
+    ("soft_overlong", {}, r"reward\.kwargs\.soft_overlong: soft_overlong needs max_len, cache"),
+    ("soft_overlong", {"max_len": 8, "cache": 9}, r"cache=9 must be in \(0, max_len=8\]"),
+    ("repetition_penalty", {"max_penalty": 1}, r"max_penalty=1\.0 must be <= 0"),
+    ("boxed_format", {"x": 1}, r"reward\.kwargs\.boxed_format: the built-in 'boxed_format' takes no parameters"),
+])
+def test_builtin_parameter_errors_name_the_key(name, kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_reward_function(name, kwargs)
+
+
+def test_user_function_kwargs_are_bound(custom):
+    assert load_reward_function(f"{custom}:scaled", {"factor": 2.5})(["a"], ["b"]) == [2.5]
+    assert load_reward_function(f"{custom}:only_factor", {"factor": 3})(["a"], ["b"]) == [3]
+    with pytest.raises(ConfigError, match=r"reward\.kwargs\..*only_factor: .*does not accept"):
+        load_reward_function(f"{custom}:only_factor", {"factr": 3})
 
 
 def test_load_module_function():
@@ -193,10 +398,11 @@ def test_load_file_with_a_dataclass(tmp_path):
 
 @pytest.mark.parametrize(("name", "pattern"), [
     ("acuracy", r"unknown reward\.functions entry 'acuracy': did you mean 'accuracy'\?"),
-    ("zzz", r"built-ins are accuracy, boxed_format, task_score"),
+    ("zzz", r"built-ins are accuracy, cosine, boxed_format, think_format, soft_overlong, repetition_penalty, "
+            r"task_score"),
     ("no_such_module_xyz:f", r"module 'no_such_module_xyz' not found"),
     ("gpgrl.rewards:acuracy", r"has no attribute 'acuracy'; did you mean 'accuracy'\?"),
-    ("gpgrl.rewards:MATH_VERIFY_TIMEOUT_S", r"is a int, not a function"),
+    ("gpgrl.rewards:ON_ERROR", r"is a tuple, not a function"),
     ("missing/file.py:f", r"file 'missing/file\.py' does not exist"),
     (":f", r"must look like 'package\.module:function'"),
 ])
@@ -283,3 +489,90 @@ def test_reward_set_config_errors():
         RewardSet(["accuracy"], [math.nan])
     with pytest.raises(ConfigError, match=r"did you mean 'accuracy'"):
         RewardSet(["acuracy"], [1.0])
+
+
+def test_reward_set_kwargs_by_short_name_and_from_config(custom):
+    cfg = RewardConfig(functions=(f"{custom}:scaled", "cosine"), weights=(1.0, 1.0),
+                       kwargs={"scaled": {"factor": 0.5}, "cosine": {"max_len": 10}}, timeout_s=20, on_error="zero")
+    reward_set = RewardSet.from_config(cfg)
+    assert (reward_set.timeout_s, reward_set.on_error) == (20.0, "zero")
+    out = reward_set(["q"], [r"\boxed{7}".ljust(10)], {"answer": ["7"]})
+    assert out.per_function == {"scaled": [0.5], "cosine": [0.5]}  # p = 1: correct_long
+
+
+def test_reward_set_kwargs_errors():
+    with pytest.raises(ConfigError, match=r"reward\.kwargs\.cosin: did you mean 'cosine'\? not one of"):
+        RewardSet(["cosine"], [1.0], kwargs={"cosin": {"max_len": 5}})
+    with pytest.raises(ConfigError, match=r"reward\.kwargs\.cosine must be a mapping"):
+        RewardSet(["cosine"], [1.0], kwargs={"cosine": 5})
+    with pytest.raises(ConfigError, match=r"reward\.on_error='ignore' is not one of 'raise', 'zero'"):
+        RewardSet(["cosine"], [1.0], on_error="ignore")
+    with pytest.raises(ConfigError, match=r"reward\.timeout_s=-1 must be >= 0"):
+        RewardSet(["cosine"], [1.0], timeout_s=-1)
+
+
+def test_reward_set_passes_completion_lengths(custom):
+    out = RewardSet([f"{custom}:echo_lengths"], [1.0])(["q", "q"], ["a", "b"], {}, completion_lengths=[3, 7])
+    assert out.total == [3.0, 7.0]
+
+
+def test_reward_set_runs_sync_and_async_functions_in_parallel(custom):
+    reward_set = RewardSet([f"{custom}:sleepy", f"{custom}:async_ones", "boxed_format"], [1.0, 1.0, 1.0])
+    start = time.monotonic()
+    out = reward_set(["q", "q"], [r"\boxed{1}", "x"], {})
+    elapsed = time.monotonic() - start
+    assert out.total == [3.0, 2.0]
+    assert elapsed < 1.9, f"two 1-second rewards took {elapsed:.2f} s: not run in parallel"
+
+
+def test_reward_set_timeout_raises_by_default(custom):
+    reward_set = RewardSet([f"{custom}:stuck", "boxed_format"], [1.0, 1.0], timeout_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(RewardError, match=r"'.*:stuck' did not finish within reward\.timeout_s=0\.5 s"):
+        reward_set(["q"], ["x"], {})
+    assert time.monotonic() - start < 5
+
+
+def test_reward_set_timeout_with_on_error_zero_is_counted_and_logged(custom, caplog):
+    reward_set = RewardSet([f"{custom}:stuck", "boxed_format"], [1.0, 1.0], timeout_s=0.5, on_error="zero")
+    with caplog.at_level(logging.WARNING, logger="gpgrl.rewards"):
+        out = reward_set(["q", "q"], [r"\boxed{1}", "x"], {})
+    assert out.per_function == {"stuck": [0.0, 0.0], "boxed_format": [1.0, 0.0]}
+    assert out.invalid == {"stuck": 2, "boxed_format": 0} and out.errors == {"stuck": 2, "boxed_format": 0}
+    assert out.total == [1.0, 0.0]
+    assert "did not finish within reward.timeout_s=0.5 s; reward.on_error=zero" in caplog.text
+
+
+def test_async_reward_past_the_limit_is_cancelled(tmp_path):
+    path = tmp_path / "slow_async.py"
+    path.write_text(CUSTOM)
+    reward_set = RewardSet([f"{path}:async_stuck"], [1.0], timeout_s=0.5, on_error="zero")
+    assert reward_set(["q"], ["x"], {}).errors == {"async_stuck": 1}
+    module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(path))
+    deadline = time.monotonic() + 5
+    while not module.CANCELLED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert module.CANCELLED == [True]
+
+
+@pytest.mark.parametrize(("function", "pattern"), [
+    ("boom", r"raised KeyError"), ("short", r"returned 2 values for 3 completions"),
+    ("words", r"returned 'yes' at position 0"),
+])
+def test_reward_set_on_error_zero_scores_failures_zero(custom, caplog, function, pattern):
+    reward_set = RewardSet([f"{custom}:{function}", f"{custom}:ones"], [1.0, 2.0], on_error="zero")
+    with caplog.at_level(logging.WARNING, logger="gpgrl.rewards"):
+        out = reward_set(["q"] * 3, ["a", "b", "c"], {})
+    assert out.per_function[function] == [0.0, 0.0, 0.0] and out.total == [2.0, 2.0, 2.0]
+    assert out.errors == {function: 3, "ones": 0} and out.invalid == {function: 3, "ones": 0}
+    assert caplog.records and caplog.records[-1].levelno == logging.WARNING
+    assert re.search(pattern, caplog.text)
+
+
+def test_math_verify_in_a_reward_thread_gets_a_hint(tmp_path):
+    path = tmp_path / "mv.py"
+    path.write_text("from math_verify import parse\n\ndef mv(prompts, completions, **kw):\n"
+                    "    return [float(bool(parse(c))) for c in completions]\n")
+    with pytest.raises(RewardError, match=r"parsing_timeout=None and timeout_seconds=None, or use "
+                                          r"gpgrl\.verify\.verify_batch"):
+        RewardSet([f"{path}:mv"], [1.0])(["q"], ["$1$"], {})

@@ -1,13 +1,19 @@
-"""Rollout: completion masks at the first EOS, collation, and log-probs consistent with sampling."""
+"""Rollout: completion masks at the first EOS, collation, log-probs consistent with sampling, and the fast
+paths (shared prefill, shared prompt forward, bf16 autocast) against the plain ones."""
+
+import contextlib
+import dataclasses
 
 import pytest
 import torch
+from rich.console import Console
 
-from gpgrl.config import ModelConfig
+from gpgrl.config import ConfigError, ModelConfig, RolloutConfig, build_config
 from gpgrl.models import load_policy
 from gpgrl.rollout import (
     Sample,
     SamplingParams,
+    can_share_prompts,
     collate,
     completion_lengths,
     generate,
@@ -86,3 +92,170 @@ def test_generate_returns_groups_in_prompt_order(tiny):
     assert [g[0].prompt_ids.tolist() for g in groups] == [tok(p, add_special_tokens=False).input_ids
                                                           for p in ["a", "b b", "c c c"]]
     assert all(1 <= s.length <= 5 for g in groups for s in g)
+
+
+# ---------------------------------------------------------------- fast paths against the plain ones
+
+PROMPTS = ["Calculate 1 + 2.", "What is 12 + 35 ? Think first, then give the sum.", "a b", "the answer is"]
+
+
+@contextlib.contextmanager
+def extra_eos(model, tok):
+    """Make 40 of the 512 tokens EOS too, so that completions of the random model end at varied lengths."""
+    config = model.generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = [tok.eos_token_id, *range(100, 140)]
+    try:
+        yield
+    finally:
+        config.eos_token_id = saved
+
+
+def sample_both(model, tok, params: SamplingParams, n: int, seed: int = 5):
+    """The same draw through generate's plain path and the shared-prefill path, plus the RNG state after."""
+    out = []
+    for shared in (False, True):
+        torch.manual_seed(seed)
+        groups = generate(model, tok, PROMPTS, n, dataclasses.replace(params, shared_prefill=shared))
+        out.append((groups, torch.rand(3)))
+    return out
+
+
+def assert_same_groups(a, b):
+    assert [[s.completion_ids.tolist() for s in g] for g in a] == [[s.completion_ids.tolist() for s in g] for g in b]
+    assert [[(s.truncated, s.text) for s in g] for g in a] == [[(s.truncated, s.text) for s in g] for g in b]
+    assert [[s.prompt_ids.tolist() for s in g] for g in a] == [[s.prompt_ids.tolist() for s in g] for g in b]
+
+
+@pytest.mark.parametrize("temperature,top_p,batch", [(1.0, 1.0, 64), (0.7, 0.9, 6)])
+def test_shared_prefill_draws_the_same_samples_as_generate(tiny, temperature, top_p, batch):
+    model, tok = tiny
+    with extra_eos(model, tok):
+        (plain, rng_plain), (shared, rng_shared) = sample_both(model, tok, SamplingParams(16, temperature, top_p,
+                                                                                          batch), 3)
+    lengths = [s.length for g in plain for s in g]
+    assert len(set(lengths)) > 2 and any(s.truncated for g in plain for s in g), lengths  # EOS and truncation
+    assert_same_groups(plain, shared)
+    assert torch.equal(rng_plain, rng_shared), "both paths consume the global RNG identically"
+
+
+def test_shared_prefill_greedy_matches_generate(tiny):
+    model, tok = tiny
+    (plain, _), (shared, _) = sample_both(model, tok, SamplingParams(10, 0.0), 1)
+    assert_same_groups(plain, shared)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_min_new_tokens_forces_the_length(tiny, shared):
+    model, tok = tiny
+    with extra_eos(model, tok):
+        groups = generate(model, tok, PROMPTS, 3, SamplingParams(12, 1.0, min_new_tokens=12, shared_prefill=shared))
+        early = generate(model, tok, PROMPTS, 3, SamplingParams(12, 1.0, min_new_tokens=4, shared_prefill=shared))
+    assert all(s.length == 12 and s.truncated for g in groups for s in g)
+    assert all(s.length >= 4 for g in early for s in g) and any(s.length < 12 for g in early for s in g)
+
+
+def test_collate_records_distinct_prompts_only_when_shared():
+    a, b = torch.tensor([1, 2, 3]), torch.tensor([6])
+    samples = [Sample(a, torch.tensor([4]), "", False), Sample(a.clone(), torch.tensor([5, 6]), "", False),
+               Sample(b, torch.tensor([7]), "", False), Sample(a, torch.tensor([8]), "", False)]
+    mb = collate(samples, pad_id=0, share_prompts=True)
+    assert mb.prompt_rows.tolist() == [0, 2] and mb.prompt_owner.tolist() == [0, 0, 1, 0]
+    assert collate(samples, pad_id=0).prompt_rows is None
+    assert collate(samples[1:3], pad_id=0, share_prompts=True).prompt_rows is None  # nothing to share
+
+
+def grads_of(model, mb, temperature: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    weights = torch.linspace(-1.0, 1.0, mb.completion_mask.numel()).view_as(mb.completion_mask)  # [B, Lc]
+    logp = token_logprobs(model, mb, temperature, bf16)  # [B, Lc]
+    (logp * mb.completion_mask * weights).sum().backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return (logp * mb.completion_mask).detach(), grad
+
+
+def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny):
+    model, tok = tiny
+    with extra_eos(model, tok):
+        torch.manual_seed(1)
+        groups = generate(model, tok, PROMPTS, 3, SamplingParams(10, 1.0))
+    samples = [s for g in groups for s in g][2:]  # groups cut across the micro-batch edge, as in training
+    assert len({s.length for s in samples}) > 1
+    model.train()
+    plain_lp, plain_grad = grads_of(model, collate(samples, tok.pad_token_id), 0.7)
+    mb = collate(samples, tok.pad_token_id, share_prompts=True)
+    assert mb.prompt_rows is not None and can_share_prompts(model)
+    shared_lp, shared_grad = grads_of(model, mb, 0.7)
+    assert torch.allclose(shared_lp, plain_lp, atol=1e-5)
+    assert (shared_grad - plain_grad).abs().max() <= 1e-5 * plain_grad.abs().max()
+
+
+def test_shared_prompt_forward_is_not_used_under_checkpointing(tmp_path):
+    model, _ = load_policy(ModelConfig(name="tiny-random", cache_dir=str(tmp_path), gradient_checkpointing=True), 0)
+    assert not can_share_prompts(model)
+
+
+def test_autocast_bf16_stays_close_to_fp32_and_restores_the_head(tiny):
+    model, tok = tiny
+    torch.manual_seed(2)
+    groups = generate(model, tok, PROMPTS, 2, SamplingParams(8, 1.0, autocast_bf16=True))
+    samples = [s for g in groups for s in g]
+    mb = collate(samples, tok.pad_token_id, share_prompts=True)
+    model.train()
+    fp32_lp, fp32_grad = grads_of(model, mb, 1.0)
+    bf16_lp, bf16_grad = grads_of(model, mb, 1.0, bf16=True)
+    assert (bf16_lp - fp32_lp).abs().max() < 0.05  # nats per token (docs/performance.md: SmolLM2 numbers)
+    cosine = torch.nn.functional.cosine_similarity(bf16_grad, fp32_grad, dim=0)
+    assert cosine > 0.99
+    assert "forward" not in model.get_output_embeddings().__dict__
+
+
+def test_fast_path_config_fields_default_off_and_are_validated():
+    cfg = build_config()
+    assert (cfg.rollout.min_new_tokens, cfg.rollout.shared_prefill, cfg.rollout.shared_prompt_forward,
+            cfg.model.autocast_bf16) == (0, False, False, False)
+    with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
+        RolloutConfig(max_new_tokens=8, min_new_tokens=9)
+    with pytest.raises(ConfigError, match="model.autocast_bf16"):
+        ModelConfig(dtype="bfloat16", autocast_bf16=True)
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        build_config({}, ["rollout.shared_prompt_forward=true", "model.gradient_checkpointing=true"])
+
+
+def one_step(tmp_path, *overrides: str):
+    from gpgrl.trainer import setup, train_step
+
+    cfg = build_config({}, ["model.name=tiny-random", f"model.cache_dir={tmp_path / 'cache'}",
+                            f"train.output_dir={tmp_path / 'run'}", "data.train_size=32", "data.eval_size=4",
+                            "rollout.prompts_per_step=3", "rollout.generations_per_prompt=4",
+                            "rollout.max_new_tokens=8", "rollout.micro_batch_size=5", "algorithm.beta_th=0",
+                            "optim.lr=1e-3", "optim.warmup_steps=0", "logging.tensorboard=false",
+                            "reward.functions=[tests/fixture_rewards.py:digit_fraction]", "reward.weights=[1.0]",
+                            *overrides])
+    run = setup(cfg, Console(quiet=True))
+    metrics, groups = train_step(run, 1)
+    return metrics, groups, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def test_a_training_step_with_the_fast_paths_equals_the_plain_step(tmp_path):
+    m0, g0, p0 = one_step(tmp_path)
+    m1, g1, p1 = one_step(tmp_path, "rollout.shared_prefill=true", "rollout.shared_prompt_forward=true")
+    assert [[s.completion_ids.tolist() for s in g.samples] for g in g0] == \
+        [[s.completion_ids.tolist() for s in g.samples] for g in g1]
+    assert m0["loss"] == pytest.approx(m1["loss"], abs=1e-6)
+    assert m0["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-5)
+    # Adam's first step is ~lr * sign(grad): parameters only agree where the gradient is clearly non-zero
+    assert sum(torch.isclose(p0[k], p1[k], atol=1e-6).float().mean() for k in p0) / len(p0) > 0.99
+
+
+def test_gpgrl_never_imports_trl():
+    """TRL is a benchmark-only extra (benchmarks/step_time.py), never a runtime dependency."""
+    import re
+    from pathlib import Path
+
+    import gpgrl
+
+    pattern = re.compile(r"^\s*(from\s+trl[\s.]|import\s+trl\b)", re.MULTILINE)
+    offenders = [str(p) for p in Path(gpgrl.__file__).parent.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

@@ -1,0 +1,119 @@
+"""Generation throughput: gpgrl's rollout paths against plain `model.generate`, at the same batch and lengths.
+
+Variants, alternated in a rotating order within one process, each repeat with the same seed and prompts:
+
+  hf_generate         model.generate(num_return_sequences=G): what TRL and gpgrl's plain path call
+  gpgrl               gpgrl.rollout.generate, plain path (HF generate in chunks, plus EOS cutting and decoding)
+  gpgrl_prefill       gpgrl.rollout.generate with shared_prefill (each prompt encoded once, KV cache copied G times)
+  gpgrl_prefill_bf16  as gpgrl_prefill under bf16 autocast (LM head in fp32)
+
+With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
+completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
+Reports the median time and completion tokens/s per variant, and the ratio to hf_generate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import default_prompts, machine, median, write_json  # noqa: E402
+
+VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
+
+
+def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
+    """Plain HF generate on the whole batch; returns the number of completion tokens (up to the first EOS)."""
+    from gpgrl.rollout import completion_lengths, eos_token_ids
+
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    eos = eos_token_ids(model, tokenizer)
+    out = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0,
+                         max_new_tokens=args.max_new_tokens, num_return_sequences=args.generations,
+                         min_new_tokens=args.max_new_tokens if args.lengths == "forced" else 0,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
+    lengths, _ = completion_lengths(out[:, enc.input_ids.shape[1]:], eos)
+    return int(lengths.sum())
+
+
+def gpgrl_generate(shared: bool, bf16: bool) -> Callable[..., int]:
+    def run(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
+        from gpgrl.rollout import SamplingParams, generate
+
+        forced = args.max_new_tokens if args.lengths == "forced" else 0
+        params = SamplingParams(args.max_new_tokens, args.temperature, 1.0, len(prompts) * args.generations,
+                                forced, shared, bf16)
+        groups = generate(model, tokenizer, prompts, args.generations, params)
+        return sum(s.length for g in groups for s in g)
+
+    return run
+
+
+RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
+           "gpgrl_prefill": gpgrl_generate(True, False), "gpgrl_prefill_bf16": gpgrl_generate(True, True)}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny-random")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--lengths", choices=("forced", "natural"), default="forced")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gpgrl.config import ModelConfig
+    from gpgrl.models import load_policy
+
+    args = parse(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    model, tokenizer = load_policy(ModelConfig(name=args.model), args.seed)
+    model.eval()
+    prompts = default_prompts(args.model, args.prompts * (args.repeats + 1), args.seed)
+    env = machine()
+    print(f"{args.model}: {args.prompts} prompts x {args.generations}, {args.max_new_tokens} new tokens "
+          f"({args.lengths}); {env['cpu']}, {env['cores']} cores, loadavg {env['loadavg']}")
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    tokens: dict[str, list[int]] = {v: [] for v in variants}
+    for r in range(args.repeats + 1):  # repeat 0 warms up
+        batch = prompts[r * args.prompts:(r + 1) * args.prompts]
+        for i in range(len(variants)):
+            v = variants[(r + i) % len(variants)]
+            torch.manual_seed(args.seed + r)
+            start = time.perf_counter()
+            with torch.no_grad():
+                n = RUNNERS[v](model, tokenizer, batch, args)
+            elapsed = time.perf_counter() - start
+            if r:
+                times[v].append(elapsed)
+                tokens[v].append(n)
+            print(f"  {'warm-up' if not r else f'repeat {r}':<9} {v:<19} {elapsed:7.2f} s  {n:5d} tokens", flush=True)
+    summary = {v: {"time_s": median(times[v]), "tokens": median(tokens[v]),
+                   "tokens_per_s": median([n / t for n, t in zip(tokens[v], times[v], strict=True)])}
+               for v in variants}
+    base = summary.get("hf_generate", {}).get("time_s")
+    env["loadavg_end"] = list(os.getloadavg())
+    print(f"\n{'variant':<19} {'time s':>8} {'tokens':>7} {'tok/s':>8} {'vs hf':>6}")
+    for v, row in summary.items():
+        row["ratio_vs_hf_generate"] = row["time_s"] / base if base else float("nan")
+        print(f"{v:<19} {row['time_s']:8.2f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} "
+              f"{row['ratio_vs_hf_generate']:6.2f}")
+    write_json(args.out, {"args": vars(args), "machine": env, "summary": summary, "times": times, "tokens": tokens})
+
+
+if __name__ == "__main__":
+    main()

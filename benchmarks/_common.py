@@ -17,8 +17,6 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def median(values: Sequence[float]) -> float:
     """Median of the values (nan for none)."""

@@ -26,6 +26,10 @@ Systems (`--systems`, comma-separated):
   trl_beta0.04      TRL GRPOTrainer, loss_type grpo, beta 0.04 (reference model), hash reward
   trl_beta0         TRL GRPOTrainer, loss_type grpo, beta 0, hash reward
 
+Time split per step: generate, reward, ref (log-prob passes without gradient: TRL's reference model; gpgrl
+runs its reference pass inside train), train (gpgrl: forward/backward and optimizer step; TRL: the rest of the
+step, i.e. loss forward/backward, optimizer step and TRL's own bookkeeping and logging) and other.
+
 The last lines printed are the step-time ratios of `gpgrl` to TRL (`ratio_vs_trl_beta0.04=X`,
 `ratio_vs_trl_beta0=Y`); `--out` writes every measurement as JSON.
 """
@@ -45,7 +49,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, default_prompts, machine, median, peak_rss_mb, write_json  # noqa: E402
+from _common import default_prompts, machine, median, peak_rss_mb, write_json  # noqa: E402
 
 REWARD_FILE = Path(__file__).resolve().parent / "bench_rewards.py"
 FAST = ("rollout.shared_prefill=true", "rollout.shared_prompt_forward=true")
@@ -87,6 +91,10 @@ class Phases:
 
 
 def step_record(elapsed: float, phases: dict[str, float], tokens: int, **extra: Any) -> dict[str, Any]:
+    """One step's times; without a measured `train` phase (TRL), train is the rest of the step."""
+    phases = dict(phases)
+    if "train" not in phases:
+        phases["train"] = elapsed - sum(phases.values())
     record = {"step_time_s": elapsed, "completion_tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9),
               **{f"{p}_s": phases.get(p, 0.0) for p in PHASES[:-1]}, **extra}
     record["other_s"] = elapsed - sum(phases.get(p, 0.0) for p in PHASES[:-1])
@@ -239,10 +247,10 @@ class Worker:
     def __init__(self, system: str, argv: list[str], start_step: int, log_dir: Path) -> None:
         self.system = system
         self.log = log_dir / f"{system}-{start_step}.log"
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", system,
-               "--start-step", str(start_step)]
+        here = Path(__file__).resolve()
+        cmd = [sys.executable, here.name, *argv, "--worker", system, "--start-step", str(start_step)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"),
-                                     text=True, cwd=ROOT)
+                                     text=True, cwd=here.parent)
         self.ready = self._read()
 
     def _read(self) -> dict[str, Any]:

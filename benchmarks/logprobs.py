@@ -1,4 +1,4 @@
-"""Training forward + backward of one micro-batch: log-prob variants, their speed, memory and accuracy.
+"""Log-probs of one training micro-batch (forward + backward): variants, their speed, memory and accuracy.
 
 Variants (alternated in a rotating order within one process, same micro-batch and weights each time):
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, default_prompts, machine, median, peak_rss_mb, write_json  # noqa: E402
+from _common import default_prompts, machine, median, peak_rss_mb, write_json  # noqa: E402
 
 VARIANTS = ("naive", "rowwise", "plain", "shared", "shared_bf16", "bf16_head")
 
@@ -111,10 +111,11 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace, variant: str) -> float:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--model", args.model,
+    here = Path(__file__).resolve()
+    cmd = [sys.executable, here.name, "--child", variant, "--model", args.model,
            "--prompts", str(args.prompts), "--generations", str(args.generations), "--max-new-tokens",
            str(args.max_new_tokens), "--micro-batch", str(args.micro_batch), "--seed", str(args.seed)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=here.parent, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_increase_mb"]
 
 

@@ -4,7 +4,7 @@ Variants (alternated in a rotating order within one process, same micro-batch an
 
   naive         one forward over prompt + completion with the full [B, L, V] logits, log_softmax, gather
   rowwise       logits only at completion positions (logits_to_keep), log-softmax row by row written into a
-                preallocated tensor (gpgrl before this benchmark: its backward adds one full-size gradient per row)
+                preallocated tensor (gpgrl's selective log-softmax before this benchmark; measured equal to plain)
   plain         gpgrl's plain path: logits only at completion positions, log-softmax over chunks from one split
   shared        + shared prompt forward (each distinct prompt once, completions on its KV cache)
   shared_bf16   + bf16 autocast, LM head in fp32 (model.autocast_bf16)

@@ -2,6 +2,8 @@
 
     gpgrl train   [--config FILE.yaml] [section.key=value ...]   train, evaluate before/after, save final/
     gpgrl eval    [--config FILE.yaml] [section.key=value ...]   evaluate model.name on the eval split of data.*
+    gpgrl compare [--config FILE.yaml] algorithms=a,b seeds=N [section.key=value ...]
+                                                                  the same training per algorithm and seed; table
     gpgrl config  [--config FILE.yaml] [section.key=value ...]   print the resolved, validated config
     gpgrl presets                                                 the algorithm presets as a Markdown table
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
@@ -29,11 +31,14 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpgrl", description="Group Policy Gradient (GPG) and baselines for "
                                      "RL fine-tuning of language models.", epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,config,presets}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,compare,config,presets}", required=True)
     _add_config_args(sub.add_parser("train", help="train a model (defaults: GPG on SmolLM2-135M-Instruct, "
                                     "reasoning-gym basic_arithmetic)", epilog=EPILOG))
     _add_config_args(sub.add_parser("eval", help="evaluate model.name on the eval split of data.* (pass@k, "
                                     "majority vote, per-group table; JSON at eval.output)", epilog=EPILOG))
+    _add_config_args(sub.add_parser("compare", help="train each of algorithms=a,b,c over seeds=N (default 1) "
+                                    "with identical data, budget and eval; writes comparison.md/.json/.png to "
+                                    "train.output_dir and reuses finished runs", epilog=EPILOG))
     _add_config_args(sub.add_parser("config", help="print the resolved and validated config", epilog=EPILOG))
     sub.add_parser("presets", help="list the algorithm presets (name, paper, choices)")
     return parser
@@ -56,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(presets_table())
             return 0
+        if args.command == "compare":
+            from gpgrl.compare import parse_spec
+
+            return _compare(parse_spec(args.config, args.overrides, world_size=_world_size()), console)
         cfg = _resolve(args)
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
@@ -67,19 +76,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evaluate(cfg, console)
     console.rule("gpgrl train: resolved config")
     console.print(to_yaml(cfg), highlight=False, markup=False)
-    from gpgrl.models import ModelLoadError  # heavy imports only once the config is valid
+    from gpgrl.trainer import train  # heavy imports only once the config is valid
+
+    return _run_job(lambda: train(cfg, console), console)
+
+
+def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "") -> int:
+    """Run a training job; exit 0, 2 for a config error, 1 for a runtime failure, 128+N on signal N."""
+    from gpgrl.models import ModelLoadError
     from gpgrl.rewards import RewardError
-    from gpgrl.trainer import CheckpointError, Interrupted, TrainingDiverged, train
+    from gpgrl.trainer import CheckpointError, Interrupted, TrainingDiverged
 
     try:
-        train(cfg, console)
+        job()
     except Interrupted as stop:
-        console.print(f"[yellow]{stop}", highlight=False)
+        console.print(f"[yellow]{stop}{resume_hint}", highlight=False)
         return 128 + stop.signum
     except (ConfigError, ModelLoadError, RewardError, TrainingDiverged, CheckpointError) as err:
         console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
         return 2 if isinstance(err, ConfigError) else 1
     return 0
+
+
+def _compare(spec, console: Console) -> int:
+    """`gpgrl compare`: the grid of runs, then the report."""
+    from gpgrl.compare import compare
+
+    console.print(f"gpgrl compare: {', '.join(spec.algorithms)} x seeds {list(spec.seeds)} in {spec.output_dir}")
+    return _run_job(lambda: compare(spec, console), console,
+                    resume_hint="\n(to continue the whole comparison, run the same gpgrl compare command again: "
+                                "finished runs are reused and this one resumes)")
 
 
 def _evaluate(cfg: Config, console: Console) -> int:

@@ -227,6 +227,9 @@ def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int)
         groups = [g for _, g in sorted((pair for chunks, _ in gathered for pair in chunks), key=lambda p: p[0])]
         counts["generated_tokens"] = counts.get("generated_tokens", 0) + sum(s.length for g in groups
                                                                              for s in g.samples)
+        counts["sampled_completions"] = counts.get("sampled_completions", 0) + sum(len(g.samples) for g in groups)
+        counts["sampled_reward_sum"] = counts.get("sampled_reward_sum", 0.0) + sum(float(g.rewards.sum())
+                                                                                   for g in groups)
         return groups
 
     return rollout
@@ -369,6 +372,11 @@ def rollout_metrics(groups: Sequence[Group], stats: CollectStats, counts: dict[s
     for name in groups[0].per_function if groups else ():
         values = [v for g in groups for v in g.per_function[name]]
         m[f"reward/{name}"] = sum(values) / len(values)
+    counts = dict(counts)
+    # the policy's mean reward over everything sampled this step (all resampling rounds): unlike reward_mean,
+    # which is over the assembled batch (informative groups first), it compares fairly across algorithms
+    sampled = counts.pop("sampled_completions", 0)
+    m["reward_mean_sampled"] = counts.pop("sampled_reward_sum", 0.0) / max(sampled, 1)
     return {**m, **counts}
 
 

@@ -124,8 +124,25 @@ def prepare_output_dir(cfg: Config) -> Path:
     return out
 
 
+SHARDED_ENGINES = {"FSDP", "DEEPSPEED", "MEGATRON_LM"}
+
+
+def check_engine(distributed_type: Any) -> None:
+    """Refuse the accelerate engines gpgrl's step is not built for, before anything is loaded.
+
+    gpgrl's step runs a variable number of micro-batches and checks the loss before it updates; DeepSpeed steps the
+    optimizer inside every `backward`, and FSDP / ZeRO-3 shard the parameters that generation needs whole."""
+    name = getattr(distributed_type, "value", str(distributed_type)).upper()
+    if name in SHARDED_ENGINES:
+        raise ConfigError(f"the accelerate config selects {name}, which gpgrl does not support yet: launch with "
+                          "recipes/accelerate/ddp.yaml (or one process). For a model whose training state does not "
+                          "fit one device, train LoRA adapters (model.lora_r=16) with model.gradient_checkpointing="
+                          "true and model.dtype=bfloat16")
+
+
 def setup(cfg: Config, console: Console) -> Run:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    check_engine(accelerator.distributed_type)
     if not accelerator.is_main_process:
         console = Console(quiet=True)  # one process speaks
     set_seed(cfg.train.seed)

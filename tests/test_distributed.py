@@ -90,3 +90,16 @@ def test_two_process_run_killed_then_resumed_equals_uninterrupted(tmp_path):
     w1 = AutoModelForCausalLM.from_pretrained(reference / "final").state_dict()
     w2 = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
     assert all(torch.allclose(w1[k], w2[k], atol=1e-6, rtol=0) for k in w1)
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharded_engines_are_refused_with_the_fix(engine):
+    from accelerate.utils import DistributedType
+
+    from gpgrl.config import ConfigError
+    from gpgrl.trainer import check_engine
+
+    with pytest.raises(ConfigError, match=f"selects {engine}.*recipes/accelerate/ddp.yaml.*model.lora_r"):
+        check_engine(DistributedType(engine))
+    for fine in ("NO", "MULTI_CPU", "MULTI_GPU"):
+        check_engine(DistributedType(fine))

@@ -108,12 +108,19 @@ def parse_spec(config_path: str | None, arguments: Sequence[str], world_size: in
 # ---------------------------------------------------------------- running the grid
 
 
-def comparable(cfg: Config) -> dict[str, Any]:
-    """A run's config without the flags that do not change its result (resume, before-evaluation)."""
-    d = to_dict(cfg)
-    d["train"].pop("resume")
-    d["eval"].pop("before")
+IGNORED_KEYS = (("train", "resume"), ("train", "output_dir"), ("eval", "before"))
+"""Keys that do not change a run's result: a comparison directory may be moved, resumed, or extended."""
+
+
+def _without_ignored(d: dict[str, Any]) -> dict[str, Any]:
+    for section, key in IGNORED_KEYS:
+        d.get(section, {}).pop(key, None)
     return d
+
+
+def comparable(cfg: Config) -> dict[str, Any]:
+    """A run's config without the keys that do not change its result."""
+    return _without_ignored(to_dict(cfg))
 
 
 def check_same_config(run_dir: Path, cfg: Config) -> None:
@@ -123,10 +130,7 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
     stored_path = run_dir / "config.yaml"
     if not stored_path.exists():
         return
-    stored = yaml.safe_load(stored_path.read_text()) or {}
-    stored.get("train", {}).pop("resume", None)
-    stored.get("eval", {}).pop("before", None)
-    if stored != comparable(cfg):
+    if _without_ignored(yaml.safe_load(stored_path.read_text()) or {}) != comparable(cfg):
         raise ConfigError(f"{run_dir} holds a run with a different config than this comparison asks for: use "
                           "another train.output_dir for a different comparison, or delete that directory")
 
@@ -232,8 +236,13 @@ def run_record(output_dir: Path, name: str, run_dir: Path) -> dict[str, Any] | N
         "alpha_mean": statistics.fmean(m["alpha"] for m in metrics) if metrics and "alpha" in metrics[0] else None,
         "generated_tokens": sum(m.get("generated_tokens", 0) for m in metrics),
         "train_time_s": sum(m.get("step_time_s", 0.0) for m in metrics),
-        "wall_time_s": summary.get("wall_time_s"),
+        # steps + final evaluation: unlike summary.json's wall time, it also covers the parts before a resume
+        "wall_time_s": sum(m.get("step_time_s", 0.0) for m in metrics) + _eval_time(run_dir / "eval_after.json"),
     }
+
+
+def _eval_time(path: Path) -> float:
+    return float(json.loads(path.read_text()).get("wall_time_s", 0.0)) if path.exists() else 0.0
 
 
 def collect_records(output_dir: Path, algorithms: Sequence[str]) -> list[dict[str, Any]]:
@@ -273,7 +282,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "algorithm": name, "seeds": len(runs), "diverged": diverged,
             **{k: mean_std([r[k] for r in runs]) for k in ("accuracy_before", "accuracy_after", "reward_auc",
                                                             "informative_fraction", "alpha_mean",
-                                                            "generated_tokens", "train_time_s")},
+                                                            "generated_tokens", "train_time_s", "wall_time_s")},
             "accuracy_gain": mean_std(gain),
         })
     return rows
@@ -281,12 +290,12 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ("| algorithm | seeds | accuracy before | accuracy after | gain | reward AUC | informative groups | "
-            "α | generated tokens | train time (s) |")
+            "α | generated tokens | wall time (s) |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         seeds = f"{r['seeds']}" + (f" (+{r['diverged']} diverged)" if r["diverged"] else "")
         tokens = "–" if r["generated_tokens"] is None else f"{r['generated_tokens'][0]:,.0f}"
-        time_s = "–" if r["train_time_s"] is None else f"{r['train_time_s'][0]:.0f}"
+        time_s = "–" if r["wall_time_s"] is None else f"{r['wall_time_s'][0]:.0f}"
         lines.append(f"| {r['algorithm']} | {seeds} | {_fmt(r['accuracy_before'])} | {_fmt(r['accuracy_after'])} | "
                      f"{_fmt(r['accuracy_gain'])} | {_fmt(r['reward_auc'])} | {_fmt(r['informative_fraction'], 2)} | "
                      f"{_fmt(r['alpha_mean'], 2)} | {tokens} | {time_s} |")
@@ -295,8 +304,10 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 REPORT_NOTE = ("Mean ± sample standard deviation over seeds. accuracy: held-out, as configured in the eval "
                "section (before = the untrained model). reward AUC: the mean over steps of the mean reward of "
-               "everything sampled in the step (all resampling rounds). informative groups: groups with "
-               "unequal rewards / groups sampled. generated tokens and train time: per run, means.\n")
+               "everything sampled in the step (all resampling rounds). informative groups: groups with unequal "
+               "rewards / groups sampled (all rounds). α: mean over steps (– where the algorithm has none). "
+               "generated tokens and wall time (training steps + final evaluation, without model loading): per "
+               "run, means.\n")
 
 
 def write_report(output_dir: Path, algorithms: Sequence[str], console: Console | None = None) -> dict[str, Any]:

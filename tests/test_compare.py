@@ -1,6 +1,7 @@
 """`gpgrl compare`: argument parsing, the run grid on the tiny model, reuse and resume, and the report's numbers."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,11 @@ def test_interrupted_run_is_resumed_and_a_changed_config_refused(tmp_path, capsy
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert main(["compare", "algorithms=gpg", *_args(tmp_path, "optim.lr=1e-3")]) == 2
     assert "different config" in capsys.readouterr().out
+    # a committed or moved comparison directory is reused from its new place (only small files are needed)
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("final", "checkpoint-*", "tb"))
+    assert main(["compare", "algorithms=gpg", *_args(tmp_path), f"train.output_dir={moved}"]) == 0
+    assert "reused" in capsys.readouterr().out and (moved / "comparison.md").is_file()
 
 
 def _write_run(root: Path, name: str, seed: int, acc: float, rewards: list[float]) -> None:
@@ -115,7 +121,7 @@ def test_report_numbers_by_hand_and_external_runs(tmp_path):
     assert gpg["reward_auc"] == pytest.approx((0.4, 0.1414213562))  # per-run means 0.3 and 0.5
     assert gpg["accuracy_gain"] == pytest.approx((0.3, 0.1414213562))
     assert gpg["informative_fraction"] == pytest.approx((0.75, 0.0))
-    assert gpg["train_time_s"] == pytest.approx((4.0, 0.0))
+    assert gpg["train_time_s"] == pytest.approx((4.0, 0.0)) and gpg["wall_time_s"] == pytest.approx((4.0, 0.0))
     assert rows["grpo"]["seeds"] == 0 and rows["grpo"]["diverged"] == 1
     table = markdown_table(list(rows.values()))
     assert "| gpg | 2 | 0.100 ± 0.000 | 0.400 ± 0.141 | 0.300 ± 0.141 | 0.400 ± 0.141 | 0.75 ± 0.00 |" in table

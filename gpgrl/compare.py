@@ -15,6 +15,7 @@ Run directories that `gpgrl compare` did not ask for but that hold a finished ru
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,11 +176,24 @@ def train_one(spec: CompareSpec, algorithm: str, seed: int, console: Console) ->
     console.rule(f"{algorithm}, seed {seed}" + (" (resumed)" if state == "partial" else ""))
     try:
         train(cfg, console)
+        remove_checkpoints(run_dir)
     except TrainingDiverged as err:
         (run_dir / "failed.json").write_text(json.dumps({"error": str(err)}) + "\n")
         console.print(f"[red]{algorithm} seed {seed} diverged:[/red] {err}", highlight=False)
         return "diverged"
     return "resumed" if state == "partial" else "trained"
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """A finished run needs no checkpoint (its summary, logs and final/ model stay); a comparison would otherwise
+    keep keep_checkpoints full training states per run (3.2 GB for SmolLM2-135M)."""
+    from accelerate import PartialState
+
+    from gpgrl.checkpoint import checkpoint_dirs
+
+    if PartialState().is_main_process:
+        for _, path in checkpoint_dirs(run_dir):
+            shutil.rmtree(path)
 
 
 def compare(spec: CompareSpec, console: Console) -> dict[str, Any]:

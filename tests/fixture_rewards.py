@@ -14,3 +14,19 @@ def constant(prompts, completions, **columns):
 def has_digit(prompts, completions, **columns):
     """0/1: some groups degenerate, some not."""
     return [float(any(c.isdigit() for c in text)) for text in completions]
+
+
+def crash_on_second_step(prompts, completions, **columns):
+    """has_digit; with GPGRL_TEST_CRASH_FILE set, the second call scoring exactly 6 completions (a training step
+    of 2 prompts x 3; size the eval split differently) raises: a run that dies mid-way."""
+    import os
+    from pathlib import Path
+
+    path = os.environ.get("GPGRL_TEST_CRASH_FILE")
+    if path and len(completions) == 6:
+        counter = Path(path)
+        calls = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(calls))
+        if calls == 2:
+            raise RuntimeError("injected crash at step 2")
+    return has_digit(prompts, completions)

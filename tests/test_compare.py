@@ -79,23 +79,30 @@ def test_compare_runs_the_grid_reports_and_reuses(tmp_path, capsys):
     assert main(["compare", "algorithms=gpg,grpo", "seeds=2", *_args(tmp_path)]) == 0
     assert "reused" in capsys.readouterr().out
     assert (out / "runs" / "gpg" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+    assert not list((out / "runs").glob("*/seed*/checkpoint-*"))  # finished runs keep no checkpoints
 
 
-def test_interrupted_run_is_resumed_and_a_changed_config_refused(tmp_path, capsys):
+def test_crashed_run_is_resumed_and_a_changed_config_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
-    assert main(["compare", "algorithms=gpg", *_args(tmp_path)]) == 0
-    run = out / "runs" / "gpg" / "seed0"
-    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    crash = ["algorithms=gpg-alpha", *_args(tmp_path, "data.eval_size=5", "train.save_every=1",
+                                            f"reward.functions=[{REWARDS}:crash_on_second_step]", "reward.weights=[1]")]
+    monkeypatch.setenv("GPGRL_TEST_CRASH_FILE", str(tmp_path / "calls"))
+    assert main(["compare", *crash]) == 1  # the reward raised at step 2: step 1 was saved
+    run = out / "runs" / "gpg-alpha" / "seed0"
+    assert (run / "checkpoint-00000001").is_dir() and not (run / "summary.json").exists()
+    monkeypatch.delenv("GPGRL_TEST_CRASH_FILE")
     capsys.readouterr()
-    assert main(["compare", "algorithms=gpg", *_args(tmp_path)]) == 0
-    assert "resumed" in capsys.readouterr().out and (run / "summary.json").is_file()
+    assert main(["compare", *crash]) == 0
+    printed = capsys.readouterr().out
+    assert "(resumed)" in printed and "resumed from" in printed and "step 1 of 2" in printed
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    assert main(["compare", "algorithms=gpg", *_args(tmp_path, "optim.lr=1e-3")]) == 2
+    assert (run / "summary.json").is_file() and not list(run.glob("checkpoint-*"))  # finished: checkpoints gone
+    assert main(["compare", *crash, "optim.lr=1e-3"]) == 2
     assert "different config" in capsys.readouterr().out
     # a committed or moved comparison directory is reused from its new place (only small files are needed)
     moved = tmp_path / "moved"
     shutil.copytree(out, moved, ignore=shutil.ignore_patterns("final", "checkpoint-*", "tb"))
-    assert main(["compare", "algorithms=gpg", *_args(tmp_path), f"train.output_dir={moved}"]) == 0
+    assert main(["compare", *crash, f"train.output_dir={moved}"]) == 0
     assert "reused" in capsys.readouterr().out and (moved / "comparison.md").is_file()
 
 

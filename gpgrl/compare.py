@@ -247,12 +247,18 @@ def run_record(output_dir: Path, name: str, run_dir: Path) -> dict[str, Any] | N
         "reward_curve": rewards,
         "reward_auc": sum(rewards) / len(rewards) if rewards else None,
         "informative_fraction": sum(m.get("valid_groups_found", 0) for m in metrics) / drawn if drawn else None,
-        "alpha_mean": statistics.fmean(m["alpha"] for m in metrics) if metrics and "alpha" in metrics[0] else None,
+        "alpha_mean": _alpha_mean(metrics),
         "generated_tokens": sum(m.get("generated_tokens", 0) for m in metrics),
         "train_time_s": sum(m.get("step_time_s", 0.0) for m in metrics),
         # steps + final evaluation: unlike summary.json's wall time, it also covers the parts before a resume
         "wall_time_s": sum(m.get("step_time_s", 0.0) for m in metrics) + _eval_time(run_dir / "eval_after.json"),
     }
+
+
+def _alpha_mean(metrics: Sequence[dict[str, Any]]) -> float | None:
+    """Mean α over the steps that updated (α is logged as 0 on a step without signal); None without α."""
+    values = [m["alpha"] for m in metrics if "alpha" in m and m.get("has_signal", 1)]
+    return statistics.fmean(values) if values else None
 
 
 def _eval_time(path: Path) -> float:
@@ -319,9 +325,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 REPORT_NOTE = ("Mean ± sample standard deviation over seeds. accuracy: held-out, as configured in the eval "
                "section (before = the untrained model). reward AUC: the mean over steps of the mean reward of "
                "everything sampled in the step (all resampling rounds). informative groups: groups with unequal "
-               "rewards / groups sampled (all rounds). α: mean over steps (– where the algorithm has none). "
-               "generated tokens and wall time (training steps + final evaluation, without model loading): per "
-               "run, means.\n")
+               "rewards / groups sampled (all rounds). α: mean over the steps that updated (1 for presets without "
+               "the correction; – for runs that log none). generated tokens and wall time (training steps + final "
+               "evaluation, without model loading): per run, means.\n")
 
 
 def write_report(output_dir: Path, algorithms: Sequence[str], console: Console | None = None) -> dict[str, Any]:

@@ -111,13 +111,15 @@ def _write_run(root: Path, name: str, seed: int, acc: float, rewards: list[float
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({"accuracy_before": 0.1, "accuracy_after": acc, "wall_time_s": 9}))
     rows = [{"step": i + 1, "reward_mean": r, "valid_groups_found": 3, "prompts_drawn": 4, "alpha": 1.5,
-             "generated_tokens": 100, "step_time_s": 2.0} for i, r in enumerate(rewards)]
+             "has_signal": 1, "generated_tokens": 100, "step_time_s": 2.0} for i, r in enumerate(rewards)]
+    rows.append({"step": len(rows) + 1, "reward_mean": 0.0, "valid_groups_found": 0, "prompts_drawn": 4,
+                 "alpha": 0.0, "has_signal": 0, "generated_tokens": 100, "step_time_s": 1.0})  # no signal: no update
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_report_numbers_by_hand_and_external_runs(tmp_path):
-    _write_run(tmp_path, "gpg", 0, 0.3, [0.2, 0.4])
-    _write_run(tmp_path, "gpg", 1, 0.5, [0.4, 0.6])
+    _write_run(tmp_path, "gpg", 0, 0.3, [0.3, 0.6])  # + a third step with reward 0 and no update
+    _write_run(tmp_path, "gpg", 1, 0.5, [0.6, 0.9])
     _write_run(tmp_path, "trl-grpo", 0, 0.2, [0.1, 0.1])  # a run gpgrl compare did not ask for is reported too
     (tmp_path / "runs" / "grpo" / "seed0").mkdir(parents=True)
     (tmp_path / "runs" / "grpo" / "seed0" / "failed.json").write_text('{"error": "diverged"}')
@@ -125,11 +127,13 @@ def test_report_numbers_by_hand_and_external_runs(tmp_path):
     assert list(rows) == ["gpg", "grpo", "trl-grpo"]
     gpg = rows["gpg"]
     assert gpg["seeds"] == 2 and gpg["accuracy_after"] == pytest.approx((0.4, 0.1414213562))  # stdev of 0.3, 0.5
-    assert gpg["reward_auc"] == pytest.approx((0.4, 0.1414213562))  # per-run means 0.3 and 0.5
+    assert gpg["reward_auc"] == pytest.approx((0.4, 0.1414213562))  # per-run means (0.3+0.6+0)/3 and 0.5
     assert gpg["accuracy_gain"] == pytest.approx((0.3, 0.1414213562))
-    assert gpg["informative_fraction"] == pytest.approx((0.75, 0.0))
-    assert gpg["train_time_s"] == pytest.approx((4.0, 0.0)) and gpg["wall_time_s"] == pytest.approx((4.0, 0.0))
+    assert gpg["informative_fraction"] == pytest.approx((0.5, 0.0))  # 6 of 12 groups
+    assert gpg["alpha_mean"] == pytest.approx((1.5, 0.0))  # the step without an update does not count
+    assert gpg["train_time_s"] == pytest.approx((5.0, 0.0)) and gpg["wall_time_s"] == pytest.approx((5.0, 0.0))
     assert rows["grpo"]["seeds"] == 0 and rows["grpo"]["diverged"] == 1
     table = markdown_table(list(rows.values()))
-    assert "| gpg | 2 | 0.100 ± 0.000 | 0.400 ± 0.141 | 0.300 ± 0.141 | 0.400 ± 0.141 | 0.75 ± 0.00 |" in table
+    assert ("| gpg | 2 | 0.100 ± 0.000 | 0.400 ± 0.141 | 0.300 ± 0.141 | 0.400 ± 0.141 | 0.50 ± 0.00 | "
+            "1.50 ± 0.00 |") in table
     assert "| grpo | 0 (+1 diverged) | – |" in table

@@ -49,8 +49,9 @@ def ordering_row(values: dict[str, dict[int, float]], better: str, worse: str, p
     mean = statistics.fmean(diffs)
     std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
-    verdict = ("holds on every seed" if wins == len(diffs) else "reversed on every seed" if wins + ties == 0
-               else "mixed")
+    losses = len(diffs) - wins - ties
+    verdict = ("holds on every seed" if wins == len(diffs) else "reversed on every seed" if losses == len(diffs)
+               else "never reversed" if losses == 0 else "never holds" if wins == 0 else "mixed")
     return (f"| {better} > {worse} | {paper} | {mean:+.3f} ± {std:.3f} | {wins}/{len(diffs)}"
             f"{f' ({ties} tied)' if ties else ''} | {verdict} |")
 

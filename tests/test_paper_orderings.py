@@ -11,7 +11,7 @@ import paper_orderings  # noqa: E402
 
 def test_paired_differences_and_verdicts(tmp_path, capsys):
     acc = {"grpo": [0.1, 0.2, 0.3], "gpg-no-alpha": [0.2, 0.1, 0.5], "gpg-std": [0.3, 0.3, 0.6],
-           "gpg": [0.0, 0.0, 0.6]}
+           "gpg": [0.0, 0.0, 0.6], "dr_grpo": [0.0, 0.1, 0.6]}
     runs = [{"algorithm": a, "seed": s, "status": "finished", "accuracy_after": v}
             for a, vs in acc.items() for s, v in enumerate(vs)]
     runs.append({"algorithm": "gpg-alpha", "seed": 0, "status": "diverged"})
@@ -24,4 +24,5 @@ def test_paired_differences_and_verdicts(tmp_path, capsys):
     assert "| gpg-std > gpg-no-alpha | 45.3 > 43.9 | +0.133 ± 0.058 | 3/3 | holds on every seed |" in out
     # gpg − grpo: −0.1, −0.2, +0.3 (rounding-safe: 0.6 − 0.3)
     assert "| gpg > grpo |" in out and "| 1/3 | mixed |" in out
+    assert "| gpg > dr_grpo | 48.3 > 43.7 | -0.033 ± 0.058 | 0/3 (2 tied) | never holds |" in out
     assert "> gpg-alpha" not in out and "| gpg-alpha >" not in out  # it has no finished run: no row

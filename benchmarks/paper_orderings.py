@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -56,6 +57,20 @@ def ordering_row(values: dict[str, dict[int, float]], better: str, worse: str, p
             f"{f' ({ties} tied)' if ties else ''} | {verdict} |")
 
 
+PLACEHOLDER = re.compile(r"\\boxed\{(result|ANSWER|answer)\}")
+"""A box holding the placeholder word of the prompt ("written as \\boxed{result}") or of the system prompt."""
+
+
+def placeholder_rates(compare_dir: Path) -> dict[str, list[float]]:
+    """{algorithm: [per seed: fraction of held-out completions that box a placeholder instead of a number]}."""
+    out: dict[str, list[float]] = {}
+    for path in sorted(compare_dir.glob("runs/*/seed*/eval_after_completions.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rate = sum(bool(PLACEHOLDER.search(r["completion"])) for r in records) / max(len(records), 1)
+        out.setdefault(path.parent.parent.name, []).append(rate)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("compare_dir", type=Path)
@@ -67,6 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     rows = [ordering_row(values, b, w, p) for b, w, p in ORDERINGS]
     print("\n".join(r for r in rows if r))
+    rates = placeholder_rates(args.compare_dir)
+    if rates:
+        print("\n| algorithm | held-out answers that box a placeholder (\\boxed{result} / {ANSWER}), per seed | "
+              "runs where most do |")
+        print("|---|---|---|")
+        for name, values_ in rates.items():
+            print(f"| {name} | {', '.join(f'{v:.2f}' for v in values_)} | {sum(v > 0.5 for v in values_)}/"
+                  f"{len(values_)} |")
 
 
 if __name__ == "__main__":

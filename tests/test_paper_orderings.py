@@ -26,3 +26,11 @@ def test_paired_differences_and_verdicts(tmp_path, capsys):
     assert "| gpg > grpo |" in out and "| 1/3 | mixed |" in out
     assert "| gpg > dr_grpo | 48.3 > 43.7 | -0.033 ± 0.058 | 0/3 (2 tied) | never holds |" in out
     assert "> gpg-alpha" not in out and "| gpg-alpha >" not in out  # it has no finished run: no row
+
+
+def test_placeholder_rates(tmp_path):
+    run = tmp_path / "runs" / "gpg" / "seed0"
+    run.mkdir(parents=True)
+    texts = ["1 + 2 = \\boxed{result}.", "\\boxed{3}", "The answer is \\boxed{ANSWER}", "3"]
+    (run / "eval_after_completions.jsonl").write_text("".join(json.dumps({"completion": t}) + "\n" for t in texts))
+    assert paper_orderings.placeholder_rates(tmp_path) == {"gpg": [0.5]}

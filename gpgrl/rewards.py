@@ -121,7 +121,9 @@ class Accuracy:
     (`boxed_match_priority=0`), then its plain-expression extractor, both with
     `try_extract_without_anchor=False` as in the reference code's accuracy reward: the answer must be boxed or
     anchored ("the final answer is 47"); a bare number somewhere in the text earns nothing. Several different
-    boxed answers count as a set and are wrong. Gold strings without `$`/`\boxed` are parsed as `$gold$`. An
+    boxed answers count as a set and are wrong. A numeric gold needs a numeric answer: an unevaluated expression
+    such as "42 - 49 - 70" (the question restated) earns nothing, and an equation counts by its right-hand side.
+    Gold strings without `$`/`\boxed` are parsed as `$gold$`. An
     unparseable gold or prediction gives 0.0. Each check runs in a worker process (`gpgrl.verify`) killed after
     `timeout_s` seconds: a check that takes longer gives None (RewardSet counts it invalid and scores it 0).
 

@@ -80,15 +80,36 @@ def score_answer(gold: str, completion: str) -> float:
 
     >>> score_answer("1/2", r"so \boxed{0.5}"), score_answer("72", r"\boxed{71}")
     (1.0, 0.0)
+    >>> score_answer("-77", "The final answer is 42 - 49 - 70 = 1."), score_answer("42", r"\boxed{6 \times 7}")
+    (0.0, 0.0)
     """
     from math_verify import parse, verify
 
     gold_parsed = _parse_gold(gold)
     try:
         pred = parse(completion, extraction_config=_prediction_config(), parsing_timeout=None)
+        if _restates_a_number(gold_parsed, pred):
+            return 0.0
         return 1.0 if gold_parsed and pred and verify(gold_parsed, pred, timeout_seconds=None) else 0.0
     except Exception:
         return 0.0
+
+
+def _restates_a_number(gold_parsed: list[Any], pred: list[Any]) -> bool:
+    """A numeric gold is not answered by an unevaluated sum, difference or product of numbers: 'the final answer
+    is 42 - 49 - 70 = 1' restates the question, and math-verify would find 42 - 49 - 70 equal to -77 (a policy
+    found this and was paid for it). An equation's right-hand side is the answer (x = -77); percentages, powers
+    and fractions (50 %, 10^{3}, 1/2) still count."""
+    import sympy
+
+    if not gold_parsed or not pred or not isinstance(gold_parsed[0], sympy.Number):
+        return False
+    answer = pred[0]
+    if isinstance(answer, sympy.Eq):
+        answer = answer.rhs
+    if isinstance(answer, sympy.Add):
+        return True
+    return isinstance(answer, sympy.Mul) and all(isinstance(a, sympy.Integer) for a in answer.args)
 
 
 def _limit_memory() -> None:

@@ -576,3 +576,21 @@ def test_math_verify_in_a_reward_thread_gets_a_hint(tmp_path):
     with pytest.raises(RewardError, match=r"parsing_timeout=None and timeout_seconds=None, or use "
                                           r"gpgrl\.verify\.verify_batch"):
         RewardSet([f"{path}:mv"], [1.0])(["q"], ["$1$"], {})
+
+
+@pytest.mark.parametrize(("gold", "completion", "expected"), [
+    ("-77", "The final answer is 42 - 49 - 70 = 1.", 0.0),  # restates the question: found by a TRL run on chain_sum
+    ("-77", r"\boxed{42-49-70}", 0.0),
+    ("42", r"\boxed{6 \times 7}", 0.0),
+    ("-77", r"\boxed{x = -77}", 1.0),  # an equation's right-hand side is the answer
+    ("-77", "The answer is 42 - 49 - 70 = -77", 1.0),
+    ("1/2", r"\boxed{\frac{1}{2}}", 1.0),
+    ("1000", r"\boxed{1,000}", 1.0),
+    ("1000", r"\boxed{10^{3}}", 1.0),
+    ("50", r"\boxed{50\%}", 1.0),
+    (r"3\sqrt{2}", r"\boxed{3\sqrt{2}}", 1.0),  # symbolic golds keep math-verify's equivalence
+])
+def test_numeric_gold_needs_a_numeric_answer(gold, completion, expected):
+    from gpgrl.verify import score_answer
+
+    assert score_answer(gold, completion) == expected

@@ -14,10 +14,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from gpgrl.config import Config, ConfigError, load_config, to_yaml
+
+if TYPE_CHECKING:
+    from gpgrl.compare import CompareSpec
 
 EPILOG = ("Overrides are section.key=value pairs, e.g. train.max_steps=10 algorithm.name=grpo "
           "model.name=tiny-random. Run `gpgrl config` to see every key with its default.")
@@ -98,7 +102,7 @@ def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "")
     return 0
 
 
-def _compare(spec, console: Console) -> int:
+def _compare(spec: CompareSpec, console: Console) -> int:
     """`gpgrl compare`: the grid of runs, then the report."""
     from gpgrl.compare import compare
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpgrl.compare import parse_seeds
+from gpgrl.compare import comparable, parse_seeds, without_ignored
 from gpgrl.config import Config, ConfigError, load_config, to_dict
 
 DEFAULT_NAME = "trl-grpo"
@@ -101,8 +101,9 @@ def seed_config(args: argparse.Namespace, seed: int) -> Config:
 
 
 def stored_identity(cfg: Config, beta: float) -> dict[str, Any]:
-    """What must match for a finished seed to be reused (JSON round-tripped, as stored)."""
-    return json.loads(json.dumps({"gpgrl_config": to_dict(cfg), "beta": beta}))
+    """What must match for a finished seed to be reused (JSON round-tripped, as stored): `gpgrl compare`'s rule,
+    so that a moved or committed comparison directory is reused here too."""
+    return json.loads(json.dumps({"gpgrl_config": comparable(cfg), "beta": beta}))
 
 
 def check_reusable(path: Path, cfg: Config, beta: float) -> None:
@@ -111,7 +112,8 @@ def check_reusable(path: Path, cfg: Config, beta: float) -> None:
     if not stored_path.exists():
         return
     stored = json.loads(stored_path.read_text())
-    if {k: stored.get(k) for k in ("gpgrl_config", "beta")} != stored_identity(cfg, beta):
+    stored_config = without_ignored(stored.get("gpgrl_config") or {})
+    if {"gpgrl_config": stored_config, "beta": stored.get("beta")} != stored_identity(cfg, beta):
         raise ConfigError(f"{path} holds a TRL run with a different config or beta: use another --compare-dir or "
                           "--name, or delete that directory")
 
@@ -130,21 +132,11 @@ class Data:
     first_step: list[str]  # a fresh queue's first prompts_per_step rendered prompts
 
 
-def drop_long(examples: list[Any], tokenizer: Any, render: Callable, limit: int, split: str) -> list[Any]:
-    """gpgrl.trainer.drop_long_prompts without a Run: prompts over rollout.max_prompt_tokens are dropped."""
-    if limit == 0:
-        return examples
-    kept = [ex for ex in examples if len(tokenizer(render(ex), add_special_tokens=False).input_ids) <= limit]
-    if len(kept) < len(examples):
-        print(f"{len(examples) - len(kept)} of {len(examples)} {split} prompts are longer than "
-              f"rollout.max_prompt_tokens={limit} tokens and were dropped")
-    if split == "train" and not kept:
-        raise ConfigError(f"every training prompt is longer than rollout.max_prompt_tokens={limit}: raise it")
-    return kept
-
-
 def prepare_data(cfg: Config, tokenizer: Any) -> Data:
+    from rich.console import Console
+
     from gpgrl.data import PromptQueue, load_splits, render_prompt
+    from gpgrl.trainer import drop_long_prompts
 
     d, r = cfg.data, cfg.rollout
 
@@ -152,8 +144,8 @@ def prepare_data(cfg: Config, tokenizer: Any) -> Data:
         return render_prompt(tokenizer, ex, d.system_prompt, d.prompt_template)
 
     train, evals = load_splits(d)
-    train = drop_long(train, tokenizer, render, r.max_prompt_tokens, "train")
-    evals = drop_long(evals, tokenizer, render, r.max_prompt_tokens, "eval")
+    train = drop_long_prompts(train, tokenizer, render, r.max_prompt_tokens, "train", Console())
+    evals = drop_long_prompts(evals, tokenizer, render, r.max_prompt_tokens, "eval", Console())
     steps = PromptQueue(train, seed=cfg.train.seed).take(cfg.train.max_steps * r.prompts_per_step)
     first = [render(ex) for ex in PromptQueue(train, seed=cfg.train.seed).take(r.prompts_per_step)]
     data = Data(tokenizer, render, train, evals, steps, [render(ex) for ex in steps], first)

@@ -113,7 +113,8 @@ IGNORED_KEYS = (("train", "resume"), ("train", "output_dir"), ("eval", "before")
 """Keys that do not change a run's result: a comparison directory may be moved, resumed, or extended."""
 
 
-def _without_ignored(d: dict[str, Any]) -> dict[str, Any]:
+def without_ignored(d: dict[str, Any]) -> dict[str, Any]:
+    """The config dict `d` (modified in place) without IGNORED_KEYS."""
     for section, key in IGNORED_KEYS:
         d.get(section, {}).pop(key, None)
     return d
@@ -121,7 +122,7 @@ def _without_ignored(d: dict[str, Any]) -> dict[str, Any]:
 
 def comparable(cfg: Config) -> dict[str, Any]:
     """A run's config without the keys that do not change its result."""
-    return _without_ignored(to_dict(cfg))
+    return without_ignored(to_dict(cfg))
 
 
 def check_same_config(run_dir: Path, cfg: Config) -> None:
@@ -131,7 +132,7 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
     stored_path = run_dir / "config.yaml"
     if not stored_path.exists():
         return
-    if _without_ignored(yaml.safe_load(stored_path.read_text()) or {}) != comparable(cfg):
+    if without_ignored(yaml.safe_load(stored_path.read_text()) or {}) != comparable(cfg):
         raise ConfigError(f"{run_dir} holds a run with a different config than this comparison asks for: use "
                           "another train.output_dir for a different comparison, or delete that directory")
 

@@ -58,10 +58,7 @@ def _read_jsonl(path: Path, limit: int) -> list[Row]:
             except ValueError as err:
                 raise ConfigError(f"data.path={str(path)!r} line {lineno} is not valid JSON ({err}): fix or remove "
                                   "that line (JSONL holds one JSON object per line)") from err
-            if not isinstance(value, dict):
-                raise ConfigError(f"data.path={str(path)!r} line {lineno} is a JSON {type(value).__name__}, not an "
-                                  "object with named columns")
-            rows.append(Row(value, f"{path} line {lineno}"))
+            rows.append(_object_row(value, path, f"line {lineno}"))
     return rows
 
 
@@ -74,13 +71,15 @@ def _read_json(path: Path, limit: int) -> list[Row]:
     if not isinstance(data, list):
         raise ConfigError(f"data.path={str(path)!r} holds a JSON {type(data).__name__}: expected a list of "
                           "objects (one per row)")
-    rows = []
-    for i, value in enumerate(data[:limit] if limit else data, 1):
-        if not isinstance(value, dict):
-            raise ConfigError(f"data.path={str(path)!r} row {i} is a JSON {type(value).__name__}, not an object "
-                              "with named columns")
-        rows.append(Row(value, f"{path} row {i}"))
-    return rows
+    return [_object_row(value, path, f"row {i}") for i, value in enumerate(data[:limit] if limit else data, 1)]
+
+
+def _object_row(value: Any, path: Path, where: str) -> Row:
+    """A JSON value that must be an object (a row with named columns); `where` is 'line 7' or 'row 7'."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"data.path={str(path)!r} {where} is a JSON {type(value).__name__}, not an object with "
+                          "named columns")
+    return Row(value, f"{path} {where}")
 
 
 def _read_csv(path: Path, limit: int) -> list[Row]:

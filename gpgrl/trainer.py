@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,21 +159,23 @@ def setup(cfg: Config, console: Console) -> Run:
         reference = reference.to(accelerator.device)
     run = Run(cfg, algo, accelerator, model, tokenizer, reference, [], [], None, reward_set, optimizer, scheduler,
               output_dir, console)
-    run.train_examples = drop_long_prompts(run, train_examples, "train")
-    run.eval_examples = drop_long_prompts(run, eval_examples, "eval")
+    limit = cfg.rollout.max_prompt_tokens
+    run.train_examples = drop_long_prompts(train_examples, tokenizer, run.prompt, limit, "train", console)
+    run.eval_examples = drop_long_prompts(eval_examples, tokenizer, run.prompt, limit, "eval", console)
     run.queue = PromptQueue(run.train_examples, seed=cfg.train.seed)
     return run
 
 
-def drop_long_prompts(run: Run, examples: list[Example], split: str) -> list[Example]:
-    """Policy for over-long prompts: drop them (as the reference does) and say how many."""
-    limit = run.cfg.rollout.max_prompt_tokens
+def drop_long_prompts(examples: list[Example], tokenizer: Any, render: Callable[[Example], str], limit: int,
+                      split: str, console: Console) -> list[Example]:
+    """Policy for over-long prompts (rollout.max_prompt_tokens; 0 = no limit): drop them, as the reference does,
+    and say how many."""
     if limit == 0:
         return examples
-    kept = [ex for ex in examples if len(run.tokenizer(run.prompt(ex), add_special_tokens=False).input_ids) <= limit]
+    kept = [ex for ex in examples if len(tokenizer(render(ex), add_special_tokens=False).input_ids) <= limit]
     if len(kept) < len(examples):
-        run.console.print(f"[yellow]{len(examples) - len(kept)} of {len(examples)} {split} prompts are longer than "
-                          f"rollout.max_prompt_tokens={limit} tokens and were dropped")
+        console.print(f"[yellow]{len(examples) - len(kept)} of {len(examples)} {split} prompts are longer than "
+                      f"rollout.max_prompt_tokens={limit} tokens and were dropped")
     if split == "train" and not kept:
         raise ConfigError(f"every training prompt is longer than rollout.max_prompt_tokens={limit}: raise it")
     return kept

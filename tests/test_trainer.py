@@ -72,6 +72,10 @@ def test_alpha_and_valid_fraction_agree_with_rewards(tmp_path):
         expected_alpha = 4 / (4 - degenerate) if degenerate < 4 else 0.0  # B/(B-M) with G=4 per group
         assert m["alpha"] == pytest.approx(expected_alpha)
         assert m["work_saved_fraction"] >= degenerate / 4  # degenerate groups never reach forward/backward
+        # one round (no resampling): everything sampled is the batch, so the two reward means agree with the raw ones
+        raw = [x for r in groups for x in r]
+        assert m["rounds"] == 1 and m["reward_mean_sampled"] == pytest.approx(sum(raw) / len(raw))
+        assert m["reward_mean"] == pytest.approx(sum(raw) / len(raw))
 
 
 def test_homogeneous_rewards_resample_then_skip(tmp_path):
@@ -80,6 +84,7 @@ def test_homogeneous_rewards_resample_then_skip(tmp_path):
     for m in _records(out / "metrics.jsonl"):
         assert m["rounds"] == 3 and m["prompts_drawn"] == 12 and m["budget_exhausted"] == 1
         assert m["has_signal"] == 0 and m["alpha"] == 0.0 and m["valid_group_fraction"] == 0.0
+        assert m["reward_mean_sampled"] == 1.0  # the mean over all 3 rounds of a constant reward
     initial = AutoModelForCausalLM.from_pretrained(resolve_model_source(
         ModelConfig(name="tiny-random", cache_dir=str(tmp_path / "cache"))))
     final = AutoModelForCausalLM.from_pretrained(out / "final")

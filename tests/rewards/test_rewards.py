@@ -1,4 +1,4 @@
-"""Tests of gpgrl.rewards and gpgrl.verify: the built-in rewards, bounded math-verify, loading by name with
+"""Tests of gpgrl.rewards and gpgrl.rewards.verify: the built-in rewards, bounded math-verify, loading by name with
 parameters, and the weighted RewardSet (parallel calls, time limit, error policy)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 import pytest
 import reasoning_gym
 
-import gpgrl.rewards as rewards
-import gpgrl.verify as verify
+import gpgrl.rewards.text as text_rewards
+import gpgrl.rewards.verify as verify
 from gpgrl.config import ConfigError, RewardConfig
 from gpgrl.rewards import (
     REWARDS,
@@ -32,7 +32,7 @@ from gpgrl.rewards import (
     task_score,
     think_format,
 )
-from gpgrl.verify import VerifyError, VerifyPool
+from gpgrl.rewards.verify import VerifyError, VerifyPool
 
 CUSTOM = '''
 import math
@@ -100,7 +100,7 @@ def custom(tmp_path):
 
 
 def test_doctests():
-    result = doctest.testmod(rewards, verbose=False)
+    result = doctest.testmod(text_rewards, verbose=False)
     assert result.attempted >= 13 and result.failed == 0
     result = doctest.testmod(verify, verbose=False)
     assert result.attempted >= 2 and result.failed == 0
@@ -402,7 +402,7 @@ def test_load_file_with_a_dataclass(tmp_path):
             r"task_score"),
     ("no_such_module_xyz:f", r"module 'no_such_module_xyz' not found"),
     ("gpgrl.rewards:acuracy", r"has no attribute 'acuracy'; did you mean 'accuracy'\?"),
-    ("gpgrl.rewards:ON_ERROR", r"is a tuple, not a function"),
+    ("gpgrl.rewards.reward_set:ON_ERROR", r"is a tuple, not a function"),
     ("missing/file.py:f", r"file 'missing/file\.py' does not exist"),
     (":f", r"must look like 'package\.module:function'"),
 ])
@@ -574,7 +574,7 @@ def test_math_verify_in_a_reward_thread_gets_a_hint(tmp_path):
     path.write_text("from math_verify import parse\n\ndef mv(prompts, completions, **kw):\n"
                     "    return [float(bool(parse(c))) for c in completions]\n")
     with pytest.raises(RewardError, match=r"parsing_timeout=None and timeout_seconds=None, or use "
-                                          r"gpgrl\.verify\.verify_batch"):
+                                          r"gpgrl\.rewards\.verify\.verify_batch"):
         RewardSet([f"{path}:mv"], [1.0])(["q"], ["$1$"], {})
 
 
@@ -591,6 +591,6 @@ def test_math_verify_in_a_reward_thread_gets_a_hint(tmp_path):
     (r"3\sqrt{2}", r"\boxed{3\sqrt{2}}", 1.0),  # symbolic golds keep math-verify's equivalence
 ])
 def test_numeric_gold_needs_a_numeric_answer(gold, completion, expected):
-    from gpgrl.verify import score_answer
+    from gpgrl.rewards.verify import score_answer
 
     assert score_answer(gold, completion) == expected

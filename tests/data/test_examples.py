@@ -221,9 +221,9 @@ def test_queue_edge_cases():
 
 # ---------------------------------------------------------------- datasets: files, Hugging Face layouts, CHAMP
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FILES, HUB = FIXTURES / "files", FIXTURES / "hub"
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ARITH = [("What is 2 + 3?", "5", "add"), ("What is 7 - 4?", "3", "sub"), ("What is 6 * 7?", "42", "mul"),
          ("What is 1/2 + 1/4?", "3/4", "add"), ("What is 9 - 10?", "-1", "sub")]
 
@@ -390,7 +390,7 @@ def test_champ_is_a_bundled_eval_set():
 
 
 def test_champ_answer_cleanup():
-    from gpgrl.sources import champ_answer
+    from gpgrl.data.sources import champ_answer
 
     assert champ_answer("98 values") == "98"
     assert champ_answer("sum_(i=1)^n i^2, or equivalently n(n+1)(2n+1)/6") == "n(n+1)(2n+1)/6"

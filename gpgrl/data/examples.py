@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from gpgrl.config import ConfigError, DataConfig
-from gpgrl.sources import Row, Table, read_table
+from gpgrl.data.sources import Row, Table, read_table
 
 _EVAL_ATTEMPTS_PER_ITEM = 20
 """The eval split draws at most this many candidates per requested item (plus a fixed margin)."""

@@ -22,15 +22,15 @@ Three optional fast paths (off by default; see docs/performance.md for what each
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import TopPLogitsWarper
+
+from gpgrl.rollout.precision import precision
 
 
 @dataclass(frozen=True)
@@ -56,17 +56,6 @@ class SamplingParams:
     min_new_tokens: int = 0  # EOS is masked before this many new tokens (equal-length benchmarks)
     shared_prefill: bool = False  # encode each prompt once and copy its KV cache to its n completions
     autocast_bf16: bool = False  # sample under bf16 autocast (LM head in fp32)
-
-
-@dataclass(frozen=True)
-class MicroBatch:
-    input_ids: Tensor  # [B, Lp + Lc]
-    attention_mask: Tensor  # [B, Lp + Lc]
-    position_ids: Tensor  # [B, Lp + Lc]
-    completion_mask: Tensor  # [B, Lc] float
-    completion_len: int  # Lc
-    prompt_rows: Tensor | None = None  # [U] one row per distinct prompt (collate(share_prompts=True)), else None
-    prompt_owner: Tensor | None = None  # [B] index into prompt_rows of each row's prompt
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -177,154 +166,3 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingP
     finally:
         model.train(was_training)
     return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-# ---------------------------------------------------------------- precision
-
-
-def _unwrap(model):
-    """The module under a DistributedDataParallel wrapper (peft models delegate attribute access)."""
-    return getattr(model, "module", model)
-
-
-def _fp32_linear(head: torch.nn.Linear, hidden: Tensor) -> Tensor:
-    with torch.autocast(hidden.device.type, enabled=False):
-        bias = head.bias.float() if head.bias is not None else None
-        return F.linear(hidden.float(), head.weight.float(), bias)
-
-
-@contextmanager
-def _fp32_head(model) -> Iterator[None]:
-    """Run the output projection in fp32 inside autocast (a bf16 head doubles the log-prob error)."""
-    head = _unwrap(model).get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
-        yield
-        return
-    saved = head.__dict__.get("forward")
-    head.forward = functools.partial(_fp32_linear, head)
-    try:
-        yield
-    finally:
-        if saved is None:
-            del head.forward
-        else:
-            head.forward = saved
-
-
-@contextmanager
-def precision(model, autocast_bf16: bool) -> Iterator[None]:
-    """bf16 autocast with an fp32 LM head when `autocast_bf16`, else nothing."""
-    if not autocast_bf16:
-        yield
-        return
-    device_type = next(model.parameters()).device.type
-    with _fp32_head(model), torch.autocast(device_type, dtype=torch.bfloat16):
-        yield
-
-
-# ---------------------------------------------------------------- training forward
-
-
-def _distinct_prompts(samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
-    """Row of the first sample with each distinct prompt [U], and each sample's index into those rows [B]."""
-    index: dict[tuple[int, ...], int] = {}
-    rows, owner = [], []
-    for row, s in enumerate(samples):
-        key = tuple(s.prompt_ids.tolist())
-        if key not in index:
-            index[key] = len(rows)
-            rows.append(row)
-        owner.append(index[key])
-    return torch.tensor(rows), torch.tensor(owner)
-
-
-def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False) -> MicroBatch:
-    """Left-pad prompts and right-pad completions to this micro-batch's own longest rows.
-
-    With `share_prompts`, also record which rows share a prompt, so `token_logprobs` runs each distinct
-    prompt once (only when some prompt occurs more than once)."""
-    lp = max(s.prompt_ids.numel() for s in samples)
-    lc = max(max(s.length for s in samples), 1)
-    ids = torch.full((len(samples), lp + lc), pad_id, dtype=torch.long)  # [B, Lp+Lc]
-    attn = torch.zeros_like(ids)  # [B, Lp+Lc]
-    cmask = torch.zeros(len(samples), lc)  # [B, Lc]
-    for row, s in enumerate(samples):
-        p, c = s.prompt_ids.numel(), s.length
-        ids[row, lp - p:lp] = s.prompt_ids
-        ids[row, lp:lp + c] = s.completion_ids
-        attn[row, lp - p:lp + c] = 1
-        cmask[row, :c] = 1.0
-    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, Lp+Lc], as generate computes them
-    rows, owner = _distinct_prompts(samples) if share_prompts else (None, None)
-    if rows is not None and rows.numel() == len(samples):
-        rows, owner = None, None  # nothing to share
-    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner)
-
-
-CHUNK_ELEMENTS = 1 << 24
-"""Logits per chunk of `selective_log_softmax` (64 MiB in fp32): bounds its temporary memory."""
-
-
-def selective_log_softmax(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """log softmax(logits / temperature)[token] without materialising the full log-softmax, in chunks of rows.
-
-    The temperature is applied chunk by chunk (no full-size scaled copy); the chunks come from one `split`, so
-    backward assembles the logits' gradient in one piece. Same speed as a row-by-row loop on SmolLM2
-    (benchmarks/logprobs.py)."""
-    rows = max(1, CHUNK_ELEMENTS // max(1, logits[0].numel()))
-    out = []
-    for lg, tk in zip(logits.split(rows), tokens.split(rows), strict=True):
-        lg = lg.float() / temperature if temperature != 1.0 else lg.float()  # [b, L, V]
-        out.append(lg.gather(-1, tk.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1))  # [b, L]
-    return torch.cat(out)  # [B, L]
-
-
-def _full_logits(model, batch: MicroBatch) -> Tensor:
-    """Logits predicting each completion token from one forward over prompt + completion, [B, Lc, V]."""
-    device = next(model.parameters()).device
-    lc = batch.completion_len
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), logits_to_keep=lc + 1, use_cache=False)
-    return out.logits[:, :-1, :]  # [B, Lc, V]
-
-
-def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
-    """As `_full_logits`, but each distinct prompt is run once and its KV cache indexed out to its rows.
-
-    Indexing the cache is differentiable, so each prompt's activations get the sum of its completions'
-    gradients: the same gradient as the plain forward, with the prompt computed U instead of B times."""
-    device = next(model.parameters()).device
-    lc, rows, owner = batch.completion_len, batch.prompt_rows.to(device), batch.prompt_owner.to(device)
-    ids, attn, pos = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids))
-    lp = ids.shape[1] - lc
-    out = model(input_ids=ids[rows, :lp], attention_mask=attn[rows, :lp], position_ids=pos[rows, :lp],
-                use_cache=True, logits_to_keep=1)
-    first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
-    if lc == 1:
-        return first
-    cache = out.past_key_values
-    cache.batch_select_indices(owner)  # [U, ...] -> [B, ...]
-    rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=pos[:, lp:-1],
-                 past_key_values=cache, use_cache=True).logits  # [B, Lc-1, V]
-    return torch.cat([first, rest], dim=1)  # [B, Lc, V]
-
-
-def can_share_prompts(model) -> bool:
-    """The shared prompt forward needs a KV cache with gradients: not under gradient checkpointing or DDP."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else \
-        "is_gradient_checkpointing"  # transformers >= 5.x renamed it
-    return not getattr(base, flag, False)
-
-
-def token_logprobs(model, batch: MicroBatch, temperature: float, autocast_bf16: bool = False) -> Tensor:
-    """log π(completion token | prefix) at the sampling temperature, [B, Lc]; padded positions are junk.
-
-    Uses the shared prompt forward when the batch was collated with `share_prompts` and the model allows it."""
-    shared = batch.prompt_rows is not None and can_share_prompts(model)
-    with precision(model, autocast_bf16):
-        logits = _shared_prompt_logits(model, batch) if shared else _full_logits(model, batch)  # [B, Lc, V]
-    tokens = batch.input_ids[:, -batch.completion_len:].to(logits.device)  # [B, Lc]
-    return selective_log_softmax(logits, tokens, temperature)  # [B, Lc]

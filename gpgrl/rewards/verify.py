@@ -7,10 +7,10 @@ wall-clock limit), which the `accuracy` and `cosine` rewards use.
 Why processes: math-verify turns LaTeX into sympy, and some answers never finish (`\boxed{10^{10^{10^{10}}}}`
 makes sympy evaluate a number with ten billion digits) or take tens of seconds (a `\frac` nested 2,000 deep).
 math-verify's own timeout is `signal.alarm`, which only works in a process's main thread, so gpgrl never relies
-on it. Each worker (`python -m gpgrl.verify`) reads one JSON line `[gold, completion]` and answers one JSON number;
-a worker that exceeds its limit is killed and replaced, and that pair scores None (no verdict). A worker that
-dies (a crash, or a MemoryError under its address-space cap) is replaced the same way. Workers start on first use
-(about a second: importing sympy), are shared by every caller in the process, and exit when it does.
+on it. Each worker (`python -m gpgrl.rewards.verify`) reads one JSON line `[gold, completion]` and answers one
+JSON number; a worker that exceeds its limit is killed and replaced, and that pair scores None (no verdict). A
+worker that dies (a crash, or a MemoryError under its address-space cap) is replaced the same way. Workers start on
+first use (about a second: importing sympy), are shared by every caller in the process, and exit when it does.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class _Spawner:
         self._requests.put(reply)
         result = reply.get()
         if isinstance(result, BaseException):
-            raise VerifyError(f"cannot start the math-verify worker ({sys.executable} -m gpgrl.verify): "
+            raise VerifyError(f"cannot start the math-verify worker ({sys.executable} -m gpgrl.rewards.verify): "
                               f"{result}") from result
         return result
 
@@ -197,7 +197,7 @@ class _Spawner:
         while True:
             reply = self._requests.get()
             try:
-                reply.put(subprocess.Popen([sys.executable, "-m", "gpgrl.verify"], stdin=subprocess.PIPE,
+                reply.put(subprocess.Popen([sys.executable, "-m", "gpgrl.rewards.verify"], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_worker_env()))
             except Exception as err:
                 reply.put(err)
@@ -207,7 +207,7 @@ _SPAWNER = _Spawner()
 
 
 class _Worker:
-    """One `python -m gpgrl.verify` process; a reader thread turns its output lines into pool events."""
+    """One `python -m gpgrl.rewards.verify` process; a reader thread turns its output lines into pool events."""
 
     def __init__(self, events: queue.Queue) -> None:
         self.proc = _SPAWNER.popen()
@@ -377,8 +377,8 @@ class VerifyPool:
             self.close()
             self.failed_starts = 0
             detail = "\n".join(worker.stderr_tail) or "(no output)"
-            raise VerifyError(f"the math-verify worker process ({sys.executable} -m gpgrl.verify) failed to start "
-                              f"3 times in a row; its last output:\n{detail}")
+            raise VerifyError(f"the math-verify worker process ({sys.executable} -m gpgrl.rewards.verify) failed to "
+                              f"start 3 times in a row; its last output:\n{detail}")
 
     def close(self) -> None:
         workers, self.workers = self.workers, []

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gpgrl import models
 from gpgrl.config import ModelConfig
 from gpgrl.models import (
     BUILTIN_MODELS,
@@ -29,6 +28,7 @@ from gpgrl.models import (
     resolve_model_source,
     save_final,
 )
+from gpgrl.models import builtins as models
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
 

@@ -1,0 +1,36 @@
+r"""Rewards: the built-in reward functions, loading rewards by name, and the weighted reward set.
+
+Owns the built-in rewards (registered by name in `REWARDS`): `accuracy`, `cosine`, `boxed_format`,
+`think_format`, `soft_overlong`, `repetition_penalty`, `task_score`; loading a reward by name with its keyword
+arguments (`load_reward_function`); and `RewardSet`, which runs several rewards in parallel under a time limit,
+applies the error and invalid-value policies and forms the weighted total.
+
+Contract (TRL-style): `f(prompts, completions, **columns) -> list[float | None]`, sync or `async def`.
+`prompts` are the user question texts, `completions` the generated texts, and every column is a list aligned
+with `completions`: `answer`, the dataset's other columns (for reasoning-gym data `entry` and `task`), and
+`completion_lengths` (tokens per completion) when the caller passes them. A function must accept unknown
+columns through `**kwargs`; `None` means "no verdict" for that completion.
+
+Parameterised built-ins are frozen dataclasses whose fields are their parameters (`Cosine(max_len=2000)`,
+set from the config as `reward.kwargs.cosine.max_len=2000`); each instance is a reward function.
+"""
+
+from gpgrl.rewards.registry import REWARDS
+from gpgrl.rewards.reward_set import RewardError, RewardOutput, RewardSet, load_reward_function
+from gpgrl.rewards.text import (
+    Accuracy,
+    Cosine,
+    RepetitionPenalty,
+    SoftOverlong,
+    accuracy,
+    boxed_format,
+    cosine,
+    last_boxed,
+    repetition_penalty,
+    task_score,
+    think_format,
+)
+
+__all__ = ["REWARDS", "Accuracy", "Cosine", "RepetitionPenalty", "RewardError", "RewardOutput", "RewardSet",
+           "SoftOverlong", "accuracy", "boxed_format", "cosine", "last_boxed", "load_reward_function",
+           "repetition_penalty", "task_score", "think_format"]

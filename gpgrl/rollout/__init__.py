@@ -1,0 +1,14 @@
+"""Rollout I/O: sampling G completions per prompt (`sampling`) and their token log-probs (`logprobs`)."""
+
+from gpgrl.rollout.logprobs import (
+    MicroBatch,
+    can_share_prompts,
+    collate,
+    selective_log_softmax,
+    token_logprobs,
+)
+from gpgrl.rollout.precision import precision
+from gpgrl.rollout.sampling import Sample, SamplingParams, completion_lengths, eos_token_ids, generate
+
+__all__ = ["MicroBatch", "Sample", "SamplingParams", "can_share_prompts", "collate", "completion_lengths",
+           "eos_token_ids", "generate", "precision", "selective_log_softmax", "token_logprobs"]

@@ -89,13 +89,14 @@ def fwd_bwd(variant: str, model, batches: dict, temperature: float) -> tuple[flo
 def build(args: argparse.Namespace):
     from gpgrl.config import ModelConfig
     from gpgrl.models import load_policy
-    from gpgrl.rollout import SamplingParams, collate, generate
+    from gpgrl.rollout import SamplingParams, TextEncoder, collate, generate
 
     model, tokenizer = load_policy(ModelConfig(name=args.model), args.seed)
-    prompts = default_prompts(args.model, args.prompts, args.seed)
+    encoder = TextEncoder(tokenizer, "", "{question}")
+    prompts = [encoder.encode_text(p) for p in default_prompts(args.model, args.prompts, args.seed)]
     torch.manual_seed(args.seed)
     params = SamplingParams(args.max_new_tokens, 1.0, 1.0, 64, args.max_new_tokens, True)
-    samples = [s for g in generate(model, tokenizer, prompts, args.generations, params) for s in g]
+    samples = [s for g in generate(model, encoder, prompts, args.generations, params) for s in g]
     samples = samples[:args.micro_batch]
     model.train()
     pad = tokenizer.pad_token_id

@@ -45,12 +45,13 @@ def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) 
 
 def gpgrl_generate(shared: bool, bf16: bool) -> Callable[..., int]:
     def run(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
-        from gpgrl.rollout import SamplingParams, generate
+        from gpgrl.rollout import SamplingParams, TextEncoder, generate
 
         forced = args.max_new_tokens if args.lengths == "forced" else 0
         params = SamplingParams(args.max_new_tokens, args.temperature, 1.0, len(prompts) * args.generations,
                                 forced, shared, bf16)
-        groups = generate(model, tokenizer, prompts, args.generations, params)
+        encoder = TextEncoder(tokenizer, "", "{question}")
+        groups = generate(model, encoder, [encoder.encode_text(p) for p in prompts], args.generations, params)
         return sum(s.length for g in groups for s in g)
 
     return run

@@ -143,9 +143,12 @@ def prepare_data(cfg: Config, tokenizer: Any) -> Data:
     def render(ex: Any) -> str:
         return render_prompt(tokenizer, ex, d.system_prompt, d.prompt_template)
 
+    def length(ex: Any) -> int:
+        return len(tokenizer(render(ex), add_special_tokens=False).input_ids)
+
     train, evals = load_splits(d)
-    train = drop_long_prompts(train, tokenizer, render, r.max_prompt_tokens, "train", Console())
-    evals = drop_long_prompts(evals, tokenizer, render, r.max_prompt_tokens, "eval", Console())
+    train = drop_long_prompts(train, length, r.max_prompt_tokens, "train", Console())
+    evals = drop_long_prompts(evals, length, r.max_prompt_tokens, "eval", Console())
     steps = PromptQueue(train, seed=cfg.train.seed).take(cfg.train.max_steps * r.prompts_per_step)
     first = [render(ex) for ex in PromptQueue(train, seed=cfg.train.seed).take(r.prompts_per_step)]
     data = Data(tokenizer, render, train, evals, steps, [render(ex) for ex in steps], first)
@@ -322,13 +325,15 @@ def evaluate_after(cfg: Config, model: Any, data: Data, out_dir: Path) -> dict[s
 
     from gpgrl.evaluate import evaluate, sampling_params, write_eval
     from gpgrl.rewards import RewardSet
+    from gpgrl.rollout import TextEncoder
 
     if not cfg.eval.after:
         return None
     torch.manual_seed(cfg.train.seed)
     e = cfg.eval
-    result = evaluate(model, data.tokenizer, data.eval, data.render, sampling_params(e), num_samples=e.num_samples,
-                      ks=e.k, rewards=RewardSet.from_config(cfg.reward))
+    encoder = TextEncoder(data.tokenizer, cfg.data.system_prompt, cfg.data.prompt_template)
+    result = evaluate(model, encoder, data.eval, sampling_params(e), num_samples=e.num_samples, ks=e.k,
+                      rewards=RewardSet.from_config(cfg.reward))
     write_eval(result, out_dir / "eval_after.json")
     print(f"eval_after: accuracy {result.accuracy:.3f} on {result.n} held-out items "
           f"(boxed answers {result.boxed_rate:.2f})")

@@ -42,7 +42,10 @@ DEFAULT_SYSTEM_PROMPT = (
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "smollm2-135m-instruct"
-    """Hugging Face hub id, local directory, or a built-in name: smollm2-135m-instruct, tiny-random."""
+    """Hugging Face hub id, local directory, or a built-in name: smollm2-135m-instruct, tiny-random,
+    smollm2-135m-vision, tiny-random-qwen2-vl, tiny-random-qwen2.5-vl, tiny-random-idefics3. A text model loads
+    with its tokenizer, an image-text-to-text model (Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM, ...) with its
+    processor."""
     dtype: str = "float32"
     """Parameter dtype: float32 or bfloat16."""
     gradient_checkpointing: bool = False
@@ -60,6 +63,14 @@ class ModelConfig:
     autocast_bf16: bool = False
     """Run sampling and training forwards under bf16 autocast, LM head in fp32; parameters, gradients and optimizer
     state stay fp32. Faster where the hardware has bf16 matmuls; moves log-probs slightly (docs/performance.md)."""
+    freeze_vision: bool = False
+    """Vision-language models: freeze the vision tower (the projector still trains). Without it the whole eye
+    trains, also beside LoRA adapters, which go on the language model only."""
+    image_min_pixels: int = 0
+    """Vision-language models whose processor resizes by pixel count (Qwen2-VL, Qwen2.5-VL): the least pixels an
+    image is resized to (0 = the processor's own setting)."""
+    image_max_pixels: int = 0
+    """As image_min_pixels, the most pixels (the references use 401408; 0 = the processor's own setting)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model.name is empty: give a hub id, a local path, or smollm2-135m-instruct")
@@ -69,18 +80,24 @@ class ModelConfig:
         _require(0.0 <= self.lora_dropout < 1.0, f"model.lora_dropout={self.lora_dropout} must be in [0, 1)")
         _require(not (self.autocast_bf16 and self.dtype == "bfloat16"),
                  "model.autocast_bf16=true needs model.dtype=float32 (bfloat16 parameters already compute in bf16)")
+        _require(self.image_min_pixels >= 0 and self.image_max_pixels >= 0,
+                 "model.image_min_pixels and model.image_max_pixels must be >= 0 (0 = the processor's own)")
+        low, high = self.image_min_pixels, self.image_max_pixels
+        _require(not (low and high and low > high),
+                 f"model.image_min_pixels={low} exceeds model.image_max_pixels={high}")
 
 
-DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ")
+DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ", "shapes")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 ANSWER_FORMATS = ("plain", "gsm8k", "boxed")
 _DATA_KEYS_BY_SOURCE = {
     "reasoning_gym": ("task", "task_kwargs", "train_size", "eval_size"),
     "file": ("path", "split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column",
-             "max_rows"),
+             "max_rows", "image_column"),
     "hf": ("path", "subset", "split", "eval_split", "prompt_column", "answer_column", "answer_format",
-           "group_column", "max_rows"),
+           "group_column", "max_rows", "image_column"),
     "champ": ("split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "max_rows"),
+    "shapes": ("task", "train_size", "eval_size", "image_size"),
 }
 """The data.* keys each source reads (data.seed, data.system_prompt and data.prompt_template apply to all)."""
 
@@ -88,7 +105,8 @@ _DATA_KEYS_BY_SOURCE = {
 @dataclass(frozen=True)
 class DataConfig:
     task: str = "basic_arithmetic"
-    """reasoning-gym task name used for training and held-out evaluation (reasoning-gym source)."""
+    """reasoning-gym task name used for training and held-out evaluation (reasoning-gym source); with
+    data.source=shapes one of color, count, position, grounding (see gpgrl/data/shapes.py)."""
     task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1,
                                                        "max_digits": 2, "operators": ["+"],
                                                        "allow_parentheses": False, "allow_negation": False})
@@ -107,7 +125,8 @@ class DataConfig:
     source: str = "auto"
     """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf
     (data.path is a Hugging Face hub id or a local dataset directory) | champ (the bundled CHAMP competition-math
-    set); auto = reasoning_gym when data.path is empty, file for those suffixes, else hf."""
+    set) | shapes (synthetic images drawn with PIL: data.task color, count, position or grounding); auto =
+    reasoning_gym when data.path is empty, file for those suffixes, else hf."""
     path: str = ""
     """Dataset file or Hugging Face dataset (hub id or local directory); empty = the reasoning-gym data.task."""
     subset: str = ""
@@ -130,6 +149,12 @@ class DataConfig:
     reasoning-gym items are grouped by task."""
     max_rows: int = 0
     """Read at most this many rows of each split, in file order (0 = all)."""
+    image_column: str = "image"
+    """Column holding a row's image or list of images (a path relative to the data file's folder or absolute,
+    bytes, a PIL image, or a datasets Image); a row without it has no image. Every image is checked to decode
+    before training starts."""
+    image_size: int = 56
+    """Side in pixels of the images the shapes tasks draw (data.source=shapes)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.task), "data.task is empty: name a reasoning-gym task such as basic_arithmetic")
@@ -141,6 +166,7 @@ class DataConfig:
         _one_of("data.source", self.source, DATA_SOURCES)
         _one_of("data.answer_format", self.answer_format, ANSWER_FORMATS)
         _require(self.max_rows >= 0, f"data.max_rows={self.max_rows} must be >= 0 (0 = all rows)")
+        _require(bool(self.image_column), "data.image_column is empty: name the column that holds the images")
         _check_data_source(self)
 
     def resolved_source(self) -> str:
@@ -174,7 +200,8 @@ def _check_data_source(cfg: DataConfig) -> None:
     why = {"reasoning_gym": f"prompts come from reasoning-gym task {cfg.task!r} because data.path is empty",
            "file": f"prompts come from the file data.path={cfg.path!r}",
            "hf": f"prompts come from the Hugging Face dataset data.path={cfg.path!r}",
-           "champ": "prompts come from the bundled CHAMP set"}[source]
+           "champ": "prompts come from the bundled CHAMP set",
+           "shapes": f"prompts come from the synthetic shapes task {cfg.task!r}"}[source]
     for keys in _DATA_KEYS_BY_SOURCE.values():
         for key in keys:
             value = getattr(cfg, key)
@@ -299,6 +326,9 @@ class RewardConfig:
 class OptimConfig:
     lr: float = 2e-5
     """AdamW peak learning rate."""
+    vision_lr: float = 0.0
+    """Peak learning rate of a vision-language model's vision tower and projector (0 = optim.lr); an eye that
+    starts at random wants a larger one than the pretrained language model."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     adam_beta1: float = 0.9
@@ -314,6 +344,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _require(self.vision_lr >= 0, f"optim.vision_lr={self.vision_lr} must be >= 0 (0 = optim.lr)")
         _require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "optim.adam_beta1/2 must be in [0, 1)")
         _require(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")

@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gpgrl.config import Config, ConfigError, EvalConfig
-from gpgrl.data import Example, load_splits, render_prompt
+from gpgrl.data import Example, load_splits
 from gpgrl.rewards import RewardSet, accuracy, boxed_format, last_boxed
-from gpgrl.rollout import SamplingParams, generate
+from gpgrl.rollout import PromptEncoder, SamplingParams, generate, make_encoder
 
 CORRECT_AT = 1.0
 """A completion is correct when its score is at least this."""
@@ -169,10 +169,10 @@ def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, 
     return [0.0 if s is None or not math.isfinite(float(s)) else float(s) for s in scores]
 
 
-def evaluate(model, tokenizer, examples: Sequence[Example], render: Callable[[Example], str],
-             params: SamplingParams, scorer: Callable[..., list[float | None]] = accuracy, *, num_samples: int = 1,
+def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params: SamplingParams,
+             scorer: Callable[..., list[float | None]] = accuracy, *, num_samples: int = 1,
              ks: Sequence[int] = (1,), rewards: RewardSet | None = None) -> EvalResult:
-    """Generate `num_samples` completions per example (prompt text from `render`) and score them.
+    """Generate `num_samples` completions per example (prompts encoded by `encoder`) and score them.
 
     `scorer` decides correctness (None counts as 0; correct = score >= 1.0); `rewards`, when given, scores every
     completion with the run's reward functions too (logged per completion and averaged). pass@k is reported for
@@ -184,7 +184,7 @@ def evaluate(model, tokenizer, examples: Sequence[Example], render: Callable[[Ex
     if bad or num_samples < 1:
         raise ValueError(f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={bad}")
     start = time.perf_counter()
-    groups = generate(model, tokenizer, [render(ex) for ex in examples], num_samples, params)
+    groups = generate(model, encoder, [encoder.encode(ex) for ex in examples], num_samples, params)
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
     scores = _score(scorer, flat)
     texts = [s.text for _, s in flat]
@@ -266,15 +266,15 @@ def run_eval_command(cfg: Config, console: Console) -> EvalResult:
                           "split name such as test, or a fraction such as 0.1 of data.split; 1.0 = all of it)")
     rewards = RewardSet.from_config(cfg.reward)
     model, tokenizer = load_policy(cfg.model, cfg.train.seed)
+    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     if torch.cuda.is_available():
         model = model.to("cuda")
     torch.manual_seed(cfg.train.seed)
     e = cfg.eval
     console.print(f"evaluating {cfg.model.name} on {len(examples)} items x {e.num_samples} samples "
                   f"(temperature {e.temperature}, top_p {e.top_p}, {e.max_new_tokens} new tokens)")
-    result = evaluate(model, tokenizer, examples,
-                      lambda ex: render_prompt(tokenizer, ex, cfg.data.system_prompt, cfg.data.prompt_template),
-                      sampling_params(e), num_samples=e.num_samples, ks=e.k, rewards=rewards)
+    result = evaluate(model, encoder, examples, sampling_params(e), num_samples=e.num_samples, ks=e.k,
+                      rewards=rewards)
     path = output_path(cfg)
     write_eval(result, path)
     for table in summary_tables(result, title=f"{cfg.model.name}: eval"):

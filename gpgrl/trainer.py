@@ -32,13 +32,21 @@ from gpgrl.algos.aggregation import Normaliser, aggregate
 from gpgrl.algos.presets import Algorithm, resolve_algorithm
 from gpgrl.checkpoint import LoopState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gpgrl.config import Config, ConfigError, to_dict, to_yaml
-from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, render_prompt, reward_columns
+from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
 from gpgrl.evaluate import evaluate, sampling_params, write_eval
 from gpgrl.metrics import MetricsWriter, ProgressBar
-from gpgrl.models import load_policy, load_reference, save_final
+from gpgrl.models import load_policy, load_reference, save_final, vision_parameters
 from gpgrl.resample import CollectStats, Group, collect_batch
 from gpgrl.rewards import RewardSet
-from gpgrl.rollout import Sample, SamplingParams, collate, generate, token_logprobs
+from gpgrl.rollout import (
+    PromptEncoder,
+    Sample,
+    SamplingParams,
+    collate,
+    generate,
+    make_encoder,
+    token_logprobs,
+)
 
 
 @dataclass
@@ -64,7 +72,8 @@ class Run:
     algo: Algorithm
     accelerator: Accelerator
     model: Any
-    tokenizer: Any
+    tokenizer: Any  # a tokenizer (text model) or a processor (vision-language model)
+    encoder: PromptEncoder
     reference: Any
     train_examples: list[Example]
     eval_examples: list[Example]
@@ -75,10 +84,6 @@ class Run:
     output_dir: Path
     console: Console
     updates: int = 0  # optimizer steps taken; a crash checkpoint is only exact if the failed step took none
-
-    def prompt(self, example: Example) -> str:
-        """The chat-templated prompt text of an example."""
-        return render_prompt(self.tokenizer, example, self.cfg.data.system_prompt, self.cfg.data.prompt_template)
 
 
 # ---------------------------------------------------------------- setup
@@ -97,12 +102,25 @@ def lr_lambda(warmup: int, total: int, schedule: str):
     return factor
 
 
-def make_optimizer(model, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def parameter_groups(model, cfg: Config) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the trainable parameters at optim.lr, a VLM's eye at optim.vision_lr when set."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optim.vision_lr <= 0:
+        return [{"params": params, "lr": cfg.optim.lr}]
+    tower, projector = vision_parameters(model)
+    eye = {id(p) for p in tower + projector}
+    if not eye:
+        raise ConfigError(f"optim.vision_lr={cfg.optim.vision_lr} applies to vision-language models; model.name="
+                          f"{cfg.model.name!r} has no vision tower: remove it")
+    return [{"params": [p for p in params if id(p) not in eye], "lr": cfg.optim.lr},
+            {"params": [p for p in params if id(p) in eye], "lr": cfg.optim.vision_lr}]
+
+
+def make_optimizer(model, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     o = cfg.optim
     # fused: one kernel for all tensors (CPU and CUDA); ~4x faster than the default per-tensor loop on CPU
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay,
-                                  fused=True)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=o.lr, betas=(o.adam_beta1, o.adam_beta2),
+                                  weight_decay=o.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   lr_lambda(o.warmup_steps, cfg.train.max_steps, o.schedule))
     return optimizer, scheduler
@@ -153,26 +171,37 @@ def setup(cfg: Config, console: Console) -> Run:
     with accelerator.main_process_first():  # the main process builds any cached built-in model first
         model, tokenizer = load_policy(cfg.model, cfg.train.seed)
         reference = load_reference(cfg.model) if algo.needs_reference else None
+    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
+    check_images(train_examples + eval_examples, encoder, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     if reference is not None:
         reference = reference.to(accelerator.device)
-    run = Run(cfg, algo, accelerator, model, tokenizer, reference, [], [], None, reward_set, optimizer, scheduler,
-              output_dir, console)
-    limit = cfg.rollout.max_prompt_tokens
-    run.train_examples = drop_long_prompts(train_examples, tokenizer, run.prompt, limit, "train", console)
-    run.eval_examples = drop_long_prompts(eval_examples, tokenizer, run.prompt, limit, "eval", console)
+    run = Run(cfg, algo, accelerator, model, tokenizer, encoder, reference, [], [], None, reward_set, optimizer,
+              scheduler, output_dir, console)
+    limit, length = cfg.rollout.max_prompt_tokens, lambda ex: encoder.encode(ex).ids.numel()
+    run.train_examples = drop_long_prompts(train_examples, length, limit, "train", console)
+    run.eval_examples = drop_long_prompts(eval_examples, length, limit, "eval", console)
     run.queue = PromptQueue(run.train_examples, seed=cfg.train.seed)
     return run
 
 
-def drop_long_prompts(examples: list[Example], tokenizer: Any, render: Callable[[Example], str], limit: int,
-                      split: str, console: Console) -> list[Example]:
+def check_images(examples: Sequence[Example], encoder: PromptEncoder, cfg: Config) -> None:
+    """Images need a vision-language model: say so before anything trains."""
+    with_images = sum(bool(ex.images) for ex in examples)
+    if with_images and not encoder.accepts_images:
+        raise ConfigError(f"{with_images} of the {len(examples)} items have images (data.image_column="
+                          f"{cfg.data.image_column!r}, or data.source=shapes) but model.name={cfg.model.name!r} is a "
+                          "text model: use a vision-language model such as smollm2-135m-vision")
+
+
+def drop_long_prompts(examples: list[Example], length: Callable[[Example], int], limit: int, split: str,
+                      console: Console) -> list[Example]:
     """Policy for over-long prompts (rollout.max_prompt_tokens; 0 = no limit): drop them, as the reference does,
-    and say how many."""
+    and say how many. `length` is a prompt's token count after the chat template (with its image tokens)."""
     if limit == 0:
         return examples
-    kept = [ex for ex in examples if len(tokenizer(render(ex), add_special_tokens=False).input_ids) <= limit]
+    kept = [ex for ex in examples if length(ex) <= limit]
     if len(kept) < len(examples):
         console.print(f"[yellow]{len(examples) - len(kept)} of {len(examples)} {split} prompts are longer than "
                       f"rollout.max_prompt_tokens={limit} tokens and were dropped")
@@ -213,9 +242,10 @@ def generate_chunk(run: Run, examples: Sequence[Example], seed: int) -> list[lis
     r = run.cfg.rollout
     params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.generation_batch_size, r.min_new_tokens,
                             r.shared_prefill, run.cfg.model.autocast_bf16)
+    prompts = [run.encoder.encode(ex) for ex in examples]  # each prompt's images are processed once, here
     with seeded(seed):
-        return generate(run.accelerator.unwrap_model(run.model), run.tokenizer, [run.prompt(ex) for ex in examples],
-                        r.generations_per_prompt, params)
+        return generate(run.accelerator.unwrap_model(run.model), run.encoder, prompts, r.generations_per_prompt,
+                        params)
 
 
 def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int):
@@ -280,7 +310,8 @@ class StepBatch:
 def micro_batch_loss(run: Run, samples: list[Sample], adv: torch.Tensor, weights: torch.Tensor,
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of this micro-batch's per-token losses (its share of the step's aggregated loss)."""
-    mb = collate(samples, run.tokenizer.pad_token_id, share_prompts=run.cfg.rollout.shared_prompt_forward)
+    mb = collate(samples, run.encoder.pad_id, share_prompts=run.cfg.rollout.shared_prompt_forward,
+                 suppressed_ids=run.encoder.suppressed_ids)
     device = run.accelerator.device
     mask = mb.completion_mask.to(device)  # [B, Lc]
     temperature, bf16 = run.cfg.rollout.temperature, run.cfg.model.autocast_bf16
@@ -447,8 +478,8 @@ def run_eval(run: Run, name: str) -> dict[str, Any] | None:
         run.accelerator.wait_for_everyone()
         return None
     e = run.cfg.eval
-    result = evaluate(run.accelerator.unwrap_model(run.model), run.tokenizer, run.eval_examples, run.prompt,
-                      sampling_params(e), num_samples=e.num_samples, ks=e.k, rewards=run.rewards)
+    result = evaluate(run.accelerator.unwrap_model(run.model), run.encoder, run.eval_examples, sampling_params(e),
+                      num_samples=e.num_samples, ks=e.k, rewards=run.rewards)
     write_eval(result, run.output_dir / f"{name}.json")
     run.console.print(f"{name}: accuracy {result.accuracy:.3f} on {result.n} held-out items "
                       f"(boxed answers {result.boxed_rate:.2f})")

@@ -79,8 +79,15 @@ EXAMPLES = [Example(q, gold, {"task": "t"}, i, group) for i, ((q, (gold, _)), gr
             in enumerate(zip(SCRIPT.items(), ["A", "A", "B"], strict=True))]
 
 
+class ScriptEncoder:
+    """Encodes an example as the text the scripted generate answers."""
+
+    def encode(self, example):
+        return f"P:{example.question}"
+
+
 def scripted_generate(calls):
-    def generate(model, tokenizer, prompts, n, params):
+    def generate(model, encoder, prompts, n, params):
         calls.append((list(prompts), n, params))
         out = []
         for prompt in prompts:
@@ -103,7 +110,7 @@ def scripted(monkeypatch):
 
 def test_evaluate_metrics_by_hand(scripted):
     params = SamplingParams(16, 1.0, 0.95, 8)
-    result = evaluate(None, None, EXAMPLES, lambda ex: f"P:{ex.question}", params, num_samples=4, ks=(1, 2, 4),
+    result = evaluate(None, ScriptEncoder(), EXAMPLES, params, num_samples=4, ks=(1, 2, 4),
                       rewards=RewardSet(["accuracy", "boxed_format"], [1.0, 0.5]))
     assert scripted == [(["P:q0", "P:q1", "P:q2"], 4, params)]
     # correct counts per item: q0 1/4, q1 3/4, q2 0/4
@@ -123,7 +130,7 @@ def test_evaluate_metrics_by_hand(scripted):
 
 
 def test_evaluate_records_and_files(scripted, tmp_path):
-    result = evaluate(None, None, EXAMPLES, lambda ex: f"P:{ex.question}", SamplingParams(16, 1.0), num_samples=4,
+    result = evaluate(None, ScriptEncoder(), EXAMPLES, SamplingParams(16, 1.0), num_samples=4,
                       ks=(1, 2), rewards=RewardSet(["accuracy", "boxed_format"], [1.0, 0.5]))
     first = result.records[0]
     assert first == {"index": 0, "sample": 0, "group": "A", "question": "q0", "answer": "7",
@@ -142,7 +149,7 @@ def test_evaluate_records_and_files(scripted, tmp_path):
 
 def test_evaluate_keeps_the_trainers_call(scripted):
     """The trainer calls evaluate(model, tokenizer, examples, render, params): one greedy sample, accuracy only."""
-    result = evaluate(None, None, EXAMPLES, lambda ex: f"P:{ex.question}", SamplingParams(16, 0.0))
+    result = evaluate(None, ScriptEncoder(), EXAMPLES, SamplingParams(16, 0.0))
     assert scripted[0][1] == 1
     assert result.accuracy == pytest.approx(2 / 3) and result.n == 3  # q0 and q1 are right at sample 0
     assert result.summary().keys() >= {"accuracy", "n", "boxed_rate", "pass@1"}
@@ -156,7 +163,7 @@ def test_evaluate_edge_cases(scripted):
 
 
 def test_summary_tables(scripted):
-    result = evaluate(None, None, EXAMPLES, lambda ex: f"P:{ex.question}", SamplingParams(16, 1.0), num_samples=4,
+    result = evaluate(None, ScriptEncoder(), EXAMPLES, SamplingParams(16, 1.0), num_samples=4,
                       ks=(1, 2))
     console = Console(width=120, record=True)
     for table in summary_tables(result, "tiny"):

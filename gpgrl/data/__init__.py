@@ -1,4 +1,5 @@
-"""Data: dataset sources (`sources`), examples, splits, prompt rendering and the prompt queue (`examples`)."""
+"""Data: dataset sources (`sources`), images (`images`), synthetic visual tasks (`shapes`), examples, splits and
+the prompt queue (`examples`), prompt rendering (`prompts`)."""
 
 from gpgrl.data.examples import (
     Example,
@@ -6,9 +7,9 @@ from gpgrl.data.examples import (
     derive_seed,
     load_splits,
     normalise_question,
-    render_prompt,
     reward_columns,
 )
+from gpgrl.data.prompts import render_prompt
 
 __all__ = ["Example", "PromptQueue", "derive_seed", "load_splits", "normalise_question", "render_prompt",
            "reward_columns"]

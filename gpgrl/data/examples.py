@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import logging
 import random
@@ -24,11 +25,15 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from gpgrl.config import ConfigError, DataConfig
+from gpgrl.data.images import ImageRef, in_memory, read_images
+from gpgrl.data.prompts import content_text, image_blocks
+from gpgrl.data.shapes import check_task, draw_item
 from gpgrl.data.sources import Row, Table, read_table
 
 _EVAL_ATTEMPTS_PER_ITEM = 20
@@ -50,7 +55,9 @@ class Example:
     metadata) and `task` (the task name); for datasets, every column of the row except the reserved names
     (RESERVED_COLUMNS). `index` is the row number within its split, `group` the value that groups items in the
     eval report (reasoning-gym: the task; datasets: data.group_column). `messages` is set for conversational
-    prompts: the {role, content} messages, whose last (user) message holds `question`.
+    prompts: the {role, content} messages (a content is text or a list of text and image parts), whose last (user)
+    message holds `question`. `images` are the row's images (data.image_column; the shapes tasks draw one), in
+    the order the prompt's image blocks take them.
     """
 
     question: str
@@ -58,7 +65,14 @@ class Example:
     columns: Mapping[str, Any] = field(default_factory=dict, hash=False)
     index: int = 0
     group: str = ""
-    messages: tuple[Mapping[str, str], ...] = field(default=(), hash=False)
+    messages: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    images: tuple[ImageRef, ...] = field(default=(), hash=False)
+
+    @property
+    def key(self) -> str:
+        """What makes two items the same: the normalised question and the content of the images."""
+        digests = ",".join(image.digest for image in self.images)
+        return f"{normalise_question(self.question)}|{digests}" if digests else normalise_question(self.question)
 
 
 # ---------------------------------------------------------------- seeds and normalisation
@@ -180,6 +194,38 @@ def _reasoning_gym_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]
     return train, _eval_examples(cfg, train_keys)
 
 
+# ---------------------------------------------------------------- synthetic visual tasks (data.source=shapes)
+
+
+def _shape_example(task: str, seed: int, size: int, index: int) -> Example:
+    item = draw_item(task, seed, size)
+    image = in_memory(item.image, f"shapes {task} item {index}")
+    return Example(item.question, item.answer, {"task": f"shapes/{task}"}, index, f"shapes/{task}", (), (image,))
+
+
+def _shapes_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    """data.train_size training items and data.eval_size held-out items whose images occur neither in training
+    nor twice in eval (drawn from seeds derived from data.seed, within a bounded number of attempts)."""
+    check_task(cfg.task, cfg.image_size)
+    seed = functools.partial(derive_seed, cfg.seed, "shapes", cfg.task)
+    train = [_shape_example(cfg.task, seed("train", i), cfg.image_size, i) for i in range(cfg.train_size)]
+    seen = {ex.images[0].digest for ex in train}
+    evals: list[Example] = []
+    budget = _EVAL_ATTEMPTS_PER_ITEM * cfg.eval_size + _EVAL_ATTEMPTS_MARGIN
+    for attempt in range(budget):
+        if len(evals) == cfg.eval_size:
+            break
+        ex = _shape_example(cfg.task, seed("eval", attempt), cfg.image_size, len(evals))
+        if ex.images[0].digest not in seen:
+            seen.add(ex.images[0].digest)
+            evals.append(ex)
+    if len(evals) < cfg.eval_size:
+        raise ConfigError(f"only {len(evals)} of data.eval_size={cfg.eval_size} held-out images of shapes task "
+                          f"{cfg.task!r} are new after {budget} attempts: lower data.eval_size or raise "
+                          "data.image_size")
+    return train, evals
+
+
 # ---------------------------------------------------------------- dataset rows to examples
 
 
@@ -191,28 +237,44 @@ def _column(row: Row, key: str, column: str) -> Any:
     return row.values[column]
 
 
-def _messages(value: list[Any], row: Row, column: str) -> tuple[dict[str, str], ...]:
-    """A conversational prompt: {role, content} messages ending with the user's."""
+def _is_part(part: Any) -> bool:
+    return isinstance(part, Mapping) and (part.get("type") == "image" or (
+        part.get("type") == "text" and isinstance(part.get("text"), str)))
+
+
+def _valid_content(content: Any) -> bool:
+    return isinstance(content, str) or (isinstance(content, list) and all(_is_part(p) for p in content))
+
+
+def _messages(value: list[Any], row: Row, column: str) -> tuple[dict[str, Any], ...]:
+    """A conversational prompt: {role, content} messages ending with the user's; a content is text or a list of
+    {"type": "text", "text": ...} and {"type": "image"} parts."""
     messages = []
     for i, message in enumerate(value):
         ok = isinstance(message, Mapping) and isinstance(message.get("role"), str) and \
-            isinstance(message.get("content"), str)
+            _valid_content(message.get("content"))
         if not ok:
             raise ConfigError(f"{row.where}: message {i} of column {column!r} is {message!r}; a conversational "
-                              "prompt is a list of {'role': ..., 'content': ...} messages")
-        messages.append({"role": message["role"], "content": message["content"]})
+                              "prompt is a list of {'role': ..., 'content': ...} messages, whose content is text "
+                              "or a list of {'type': 'text', 'text': ...} and {'type': 'image'} parts")
+        content = message["content"]
+        messages.append({"role": message["role"], "content": content if isinstance(content, str) else
+                         [dict(part) for part in content]})
     if not messages or messages[-1]["role"] != "user":
         raise ConfigError(f"{row.where}: the messages in column {column!r} must end with a 'user' message (the "
                           "prompt the model answers)")
     return tuple(messages)
 
 
-def _prompt(row: Row, column: str) -> tuple[str, tuple[dict[str, str], ...]]:
+def _prompt(row: Row, column: str) -> tuple[str, tuple[dict[str, Any], ...]]:
     """(question text, messages) of a row: plain text, or a message list whose last user message is the question."""
     value = _column(row, "data.prompt_column", column)
     if isinstance(value, list):
         messages = _messages(value, row, column)
-        return messages[-1]["content"], messages
+        question = content_text(messages[-1]["content"])
+        if not question.strip():
+            raise ConfigError(f"{row.where}: the last user message in column {column!r} has no text")
+        return question, messages
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{row.where}: data.prompt_column {column!r} is {value!r}; expected non-empty text or a "
                           "list of messages")
@@ -246,16 +308,33 @@ def _answer_text(value: Any, row: Row, cfg: DataConfig) -> str:
     return text.strip()
 
 
-def _row_example(row: Row, cfg: DataConfig, index: int) -> Example:
+def _row_images(row: Row, cfg: DataConfig, base: Path, messages: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
+    """The row's images (data.image_column), checked to decode and to match the prompt's image blocks."""
+    if cfg.image_column not in row.values:
+        if cfg.image_column != DataConfig.__dataclass_fields__["image_column"].default:
+            _column(row, "data.image_column", cfg.image_column)  # a column asked for by name must exist
+        images: tuple[Any, ...] = ()
+    else:
+        images = read_images(row.values[cfg.image_column], row.where, cfg.image_column, base)
+    blocks = image_blocks(messages)
+    if blocks and blocks != len(images):
+        raise ConfigError(f"{row.where}: the prompt in column {cfg.prompt_column!r} places {blocks} image blocks "
+                          f"but column {cfg.image_column!r} holds {len(images)} images: give one image per block")
+    return images
+
+
+def _row_example(row: Row, cfg: DataConfig, index: int, base: Path) -> Example:
     question, messages = _prompt(row, cfg.prompt_column)
     answer = _answer_text(_column(row, "data.answer_column", cfg.answer_column), row, cfg)
     group = str(_column(row, "data.group_column", cfg.group_column)) if cfg.group_column else ""
-    columns = {k: v for k, v in row.values.items() if k not in RESERVED_COLUMNS}
-    return Example(question, answer, columns, index, group, messages)
+    images = _row_images(row, cfg, base, messages)
+    columns = {k: v for k, v in row.values.items() if k not in RESERVED_COLUMNS and k != cfg.image_column}
+    return Example(question, answer, columns, index, group, messages, images)
 
 
 def _table_examples(table: Table, cfg: DataConfig) -> list[Example]:
-    return [_row_example(row, cfg, i) for i, row in enumerate(table.rows)]
+    base = Path(table.base or ".").resolve()
+    return [_row_example(row, cfg, i, base) for i, row in enumerate(table.rows)]
 
 
 # ---------------------------------------------------------------- dataset splits
@@ -271,12 +350,14 @@ def _hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list
 
 
 def _without_overlap(train: list[Example], evals: list[Example]) -> list[Example]:
-    """Training examples whose question (normalised) does not occur in eval; the count dropped is logged."""
-    eval_keys = {normalise_question(ex.question) for ex in evals}
-    kept = [ex for ex in train if normalise_question(ex.question) not in eval_keys]
+    """Training examples that do not occur in eval (same normalised question and, with images, the same images);
+    the count dropped is logged."""
+    eval_keys = {ex.key for ex in evals}
+    kept = [ex for ex in train if ex.key not in eval_keys]
     if len(kept) < len(train):
-        logger.warning("data: dropped %d of %d training rows whose question also occurs in the eval split",
-                       len(train) - len(kept), len(train))
+        images = " with the same images" if any(ex.images for ex in train) else ""
+        logger.warning("data: dropped %d of %d training rows whose question also occurs in the eval split%s",
+                       len(train) - len(kept), len(train), images)
     return kept
 
 
@@ -306,8 +387,11 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     occurs in it are dropped. Either list may be empty (data.split or data.eval_split empty).
     Raises ConfigError naming the key to change, and the file and row for bad data.
     """
-    if cfg.resolved_source() == "reasoning_gym":
+    source = cfg.resolved_source()
+    if source == "reasoning_gym":
         return _reasoning_gym_splits(cfg)
+    if source == "shapes":
+        return _shapes_splits(cfg)
     return _dataset_splits(cfg)
 
 
@@ -319,64 +403,6 @@ def reward_columns(examples: Sequence[Example], repeat: int = 1) -> dict[str, li
     keys = ["answer", *(k for k in (examples[0].columns if examples else ()) if k != "answer")]
     rows = [ex for ex in examples for _ in range(repeat)]
     return {k: [ex.answer if k == "answer" else ex.columns[k] for ex in rows] for k in keys}
-
-
-# ---------------------------------------------------------------- prompt rendering
-
-
-def _is_template_error(err: Exception) -> bool:
-    try:
-        from jinja2.exceptions import TemplateError
-    except ImportError:  # pragma: no cover - jinja2 ships with transformers' chat templates
-        return False
-    return isinstance(err, TemplateError)
-
-
-def _chat(example: Example, system_prompt: str, template: str) -> list[dict[str, str]]:
-    """The messages of a prompt: the template applied to the (last) user message, the system prompt first."""
-    messages = [dict(m) for m in example.messages] or [{"role": "user", "content": example.question}]
-    messages[-1]["content"] = template.replace("{question}", messages[-1]["content"])
-    if system_prompt and not any(m["role"] == "system" for m in messages):
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
-
-
-def _system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Fold a leading system message into the next user message (for templates without a system role)."""
-    if not messages or messages[0]["role"] != "system" or len(messages) < 2:
-        return messages
-    system, rest = messages[0], [dict(m) for m in messages[1:]]
-    user = next(i for i, m in enumerate(rest) if m["role"] == "user")
-    rest[user]["content"] = f"{system['content']}\n\n{rest[user]['content']}"
-    return rest
-
-
-def render_prompt(tokenizer: Any, example: Example, system_prompt: str, template: str = "{question}") -> str:
-    """The prompt text for `example`: chat template with an optional system message and the generation prompt.
-
-    The user message is `template` with `{question}` replaced by the question (plain replacement, so LaTeX
-    braces such as `\\boxed{}` in the template are kept). A conversational example keeps its messages, with the
-    template applied to the last (user) message and the system prompt added first unless it has one. An empty
-    `system_prompt` adds no system message. If the tokenizer's template rejects the system role (it raises a
-    template error, as Gemma-style templates do), the system message is prepended to the first user message
-    instead, separated by a blank line.
-    """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("the tokenizer has no chat template: use an instruct/chat model for model.name "
-                         "or set tokenizer.chat_template")
-    messages = _chat(example, system_prompt, template)
-    if messages[0]["role"] != "system":
-        return _apply(tokenizer, messages)
-    try:
-        return _apply(tokenizer, messages)
-    except Exception as err:
-        if not _is_template_error(err):
-            raise
-    return _apply(tokenizer, _system_into_user(messages))
-
-
-def _apply(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 # ---------------------------------------------------------------- the prompt stream

@@ -34,12 +34,14 @@ class Table:
 
     name: str
     rows: list[Row]
+    base: str = ""
+    """The folder relative image paths start at (a data file's folder, a local dataset directory); '' = cwd."""
 
 
-def _uniform(name: str, rows: list[Row]) -> Table:
+def _uniform(name: str, rows: list[Row], base: str = "") -> Table:
     """Give every row every column (missing ones None), in order of first appearance."""
     columns = list(dict.fromkeys(k for row in rows for k in row.values))
-    return Table(name, [Row({k: row.values.get(k) for k in columns}, row.where) for row in rows])
+    return Table(name, [Row({k: row.values.get(k) for k in columns}, row.where) for row in rows], base)
 
 
 # ---------------------------------------------------------------- local files
@@ -128,7 +130,7 @@ def _read_file(cfg: DataConfig) -> Table:
         rows = reader(path, cfg.max_rows)
     except UnicodeDecodeError as err:
         raise ConfigError(f"data.path={cfg.path!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    return _uniform(f"data.path={cfg.path!r}", rows)
+    return _uniform(f"data.path={cfg.path!r}", rows, str(path.resolve().parent))
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -147,7 +149,8 @@ def _read_hf(cfg: DataConfig, split: str, key: str) -> Table:
                           "local file (.jsonl, .json, .parquet, .csv) or a local dataset directory") from err
     if cfg.max_rows:
         dataset = dataset.select(range(min(cfg.max_rows, len(dataset))))
-    return _uniform(name, [Row(dict(values), f"{name} row {i}") for i, values in enumerate(dataset, 1)])
+    base = cfg.path if Path(cfg.path).is_dir() else ""
+    return _uniform(name, [Row(dict(values), f"{name} row {i}") for i, values in enumerate(dataset, 1)], base)
 
 
 # ---------------------------------------------------------------- CHAMP (champ-dataset, MIT)

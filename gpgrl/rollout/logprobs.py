@@ -1,19 +1,22 @@
 """The training forward: collating samples into micro-batches and log-probs of completion tokens.
 
-Owns `MicroBatch`, `collate` (prompts left-padded, completions right-padded, padding trimmed to the micro-batch),
-the shared prompt forward (`collate(..., share_prompts=True)`: each distinct prompt of a micro-batch runs once and
-its completions on its KV cache; same gradient up to rounding) and `token_logprobs` (log-probs at the sampling
-temperature without materialising a full log-softmax over the vocabulary).
+Owns `MicroBatch`; `collate` (prompts left-padded, completions right-padded, padding trimmed to the micro-batch;
+a vision-language micro-batch carries its samples' vision inputs, assembled per sample and image by
+`gpgrl.rollout.inputs.vision_batch`); the shared prompt forward (`collate(..., share_prompts=True)`: each distinct
+prompt of a micro-batch runs once and its completions on its KV cache; same gradient up to rounding; text only);
+and `token_logprobs` (log-probs at the sampling temperature without materialising a full log-softmax over the
+vocabulary; tokens that are never sampled are masked out of it, as `generate` masks them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from gpgrl.rollout.inputs import PromptInputs, model_positions, vision_batch
 from gpgrl.rollout.precision import precision
 from gpgrl.rollout.sampling import Sample
 
@@ -22,11 +25,13 @@ from gpgrl.rollout.sampling import Sample
 class MicroBatch:
     input_ids: Tensor  # [B, Lp + Lc]
     attention_mask: Tensor  # [B, Lp + Lc]
-    position_ids: Tensor  # [B, Lp + Lc]
+    position_ids: Tensor | None  # [B, Lp + Lc]; None: the model computes them (M-RoPE with vision inputs)
     completion_mask: Tensor  # [B, Lc] float
     completion_len: int  # Lc
     prompt_rows: Tensor | None = None  # [U] one row per distinct prompt (collate(share_prompts=True)), else None
     prompt_owner: Tensor | None = None  # [B] index into prompt_rows of each row's prompt
+    vision: dict[str, Tensor] = field(default_factory=dict)  # the samples' vision inputs, by model argument
+    suppressed_ids: tuple[int, ...] = ()  # tokens never sampled: masked out of the log-softmax
 
 
 def _distinct_prompts(samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
@@ -42,11 +47,13 @@ def _distinct_prompts(samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
     return torch.tensor(rows), torch.tensor(owner)
 
 
-def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False) -> MicroBatch:
-    """Left-pad prompts and right-pad completions to this micro-batch's own longest rows.
+def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False,
+            suppressed_ids: tuple[int, ...] = ()) -> MicroBatch:
+    """Left-pad prompts and right-pad completions to this micro-batch's own longest rows; vision inputs are
+    gathered from the samples (per-token ones zero over padding and completion).
 
     With `share_prompts`, also record which rows share a prompt, so `token_logprobs` runs each distinct
-    prompt once (only when some prompt occurs more than once)."""
+    prompt once (only when some prompt occurs more than once, and never with vision inputs)."""
     lp = max(s.prompt_ids.numel() for s in samples)
     lc = max(max(s.length for s in samples), 1)
     ids = torch.full((len(samples), lp + lc), pad_id, dtype=torch.long)  # [B, Lp+Lc]
@@ -58,27 +65,34 @@ def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False)
         ids[row, lp:lp + c] = s.completion_ids
         attn[row, lp - p:lp + c] = 1
         cmask[row, :c] = 1.0
-    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, Lp+Lc], as generate computes them
-    rows, owner = _distinct_prompts(samples) if share_prompts else (None, None)
+    prompts = [PromptInputs(s.prompt_ids, s.vision) for s in samples]
+    vision = vision_batch(prompts, lp, lp + lc)
+    positions = None if model_positions(prompts) else (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does
+    rows, owner = _distinct_prompts(samples) if share_prompts and not vision else (None, None)
     if rows is not None and rows.numel() == len(samples):
         rows, owner = None, None  # nothing to share
-    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner)
+    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner, vision, tuple(suppressed_ids))
 
 
 CHUNK_ELEMENTS = 1 << 24
 """Logits per chunk of `selective_log_softmax` (64 MiB in fp32): bounds its temporary memory."""
 
 
-def selective_log_softmax(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """log softmax(logits / temperature)[token] without materialising the full log-softmax, in chunks of rows.
+def selective_log_softmax(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
+                          suppressed_ids: Sequence[int] = ()) -> Tensor:
+    """log softmax(logits / temperature)[token] without materialising the full log-softmax, in chunks of rows;
+    `suppressed_ids` get probability 0 (as `generate`'s suppress_tokens gives them).
 
     The temperature is applied chunk by chunk (no full-size scaled copy); the chunks come from one `split`, so
     backward assembles the logits' gradient in one piece. Same speed as a row-by-row loop on SmolLM2
     (benchmarks/logprobs.py)."""
     rows = max(1, CHUNK_ELEMENTS // max(1, logits[0].numel()))
+    masked = torch.tensor(list(suppressed_ids), dtype=torch.long, device=logits.device)
     out = []
     for lg, tk in zip(logits.split(rows), tokens.split(rows), strict=True):
         lg = lg.float() / temperature if temperature != 1.0 else lg.float()  # [b, L, V]
+        if masked.numel():
+            lg = lg.index_fill(-1, masked, -float("inf"))  # [b, L, V]
         out.append(lg.gather(-1, tk.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1))  # [b, L]
     return torch.cat(out)  # [B, L]
 
@@ -87,8 +101,11 @@ def _full_logits(model, batch: MicroBatch) -> Tensor:
     """Logits predicting each completion token from one forward over prompt + completion, [B, Lc, V]."""
     device = next(model.parameters()).device
     lc = batch.completion_len
+    extra = {k: v.to(device) for k, v in batch.vision.items()}
+    if batch.position_ids is not None:
+        extra["position_ids"] = batch.position_ids.to(device)
     out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), logits_to_keep=lc + 1, use_cache=False)
+                logits_to_keep=lc + 1, use_cache=False, **extra)
     return out.logits[:, :-1, :]  # [B, Lc, V]
 
 
@@ -131,4 +148,4 @@ def token_logprobs(model, batch: MicroBatch, temperature: float, autocast_bf16: 
     with precision(model, autocast_bf16):
         logits = _shared_prompt_logits(model, batch) if shared else _full_logits(model, batch)  # [B, Lc, V]
     tokens = batch.input_ids[:, -batch.completion_len:].to(logits.device)  # [B, Lc]
-    return selective_log_softmax(logits, tokens, temperature)  # [B, Lc]
+    return selective_log_softmax(logits, tokens, temperature, batch.suppressed_ids)  # [B, Lc]

@@ -1,23 +1,16 @@
-"""Rollout I/O: sampling G completions per prompt and computing their token log-probs.
+"""Sampling G completions per prompt, for text and vision-language models.
 
-Owns the `Sample` record (one prompt + one completion, unpadded), sampling in chunks, the completion
-mask rule (up to and including the first EOS; rows without EOS are truncated and flagged), collation of
-samples into padded micro-batches (prompts left-padded, completions right-padded, padding trimmed to the
-micro-batch), and log-probs of completion tokens at the sampling temperature without materialising a
-full log-softmax over the vocabulary.
+Owns the `Sample` record (one prompt + one completion, unpadded; the prompt's vision inputs shared by its G
+samples), sampling in chunks, and the completion mask rule (up to and including the first EOS; rows without EOS
+are truncated and flagged). Prompts arrive encoded (`gpgrl.rollout.inputs.PromptInputs`); the encoder pads them
+and names the tokens that are never sampled (a VLM's image placeholders).
 
-Three optional fast paths (off by default; see docs/performance.md for what each saves):
-
-* shared prefill (`SamplingParams.shared_prefill`): a KV-cached sampling loop that encodes each prompt once
-  and copies its cache to the prompt's `n` completions, instead of HF `generate` re-encoding the prompt `n`
-  times (`num_return_sequences`). It draws the same tokens as `generate` for the same seed (same logits up to
-  float rounding, the same `torch.multinomial` calls in the same order); only temperature, top-p and
-  min_new_tokens are applied (not other processors a model's generation_config may add);
-* shared prompt forward (`collate(..., share_prompts=True)`): the training forward runs each distinct prompt
-  of a micro-batch once, with a KV cache, and its completions on top of that cache; the prompt's activations
-  receive the summed gradient of all its completions, so the result equals the plain forward up to rounding;
-* bf16 autocast (`autocast_bf16`): forwards under `torch.autocast(bfloat16)` with the LM head kept in fp32
-  (parameters, gradients and optimizer state stay fp32).
+Fast path (off by default; see docs/performance.md): shared prefill (`SamplingParams.shared_prefill`), a
+KV-cached sampling loop that encodes each prompt once and copies its cache to the prompt's `n` completions,
+instead of HF `generate` re-encoding the prompt `n` times. It draws the same tokens as `generate` for the same
+seed (same logits up to float rounding, the same `torch.multinomial` calls in the same order); only temperature,
+top-p and min_new_tokens are applied (not other processors a model's generation_config may add). It is text-only:
+prompts with vision inputs are sampled by `generate`.
 """
 
 from __future__ import annotations
@@ -30,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import TopPLogitsWarper
 
+from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision, pad_prompts
 from gpgrl.rollout.precision import precision
 
 
@@ -41,6 +35,7 @@ class Sample:
     completion_ids: Tensor  # [Lc], up to and including the first EOS
     text: str
     truncated: bool  # no EOS within max_new_tokens
+    vision: Vision | None = None  # the prompt's vision inputs (shared by the prompt's samples)
 
     @property
     def length(self) -> int:
@@ -78,31 +73,32 @@ def completion_lengths(ids: Tensor, eos_ids: set[int]) -> tuple[Tensor, Tensor]:
     return lengths, ~has_eos
 
 
-def _generate_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingParams,
-                    eos_ids: set[int]) -> list[Sample]:
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+def _generate_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int,
+                    params: SamplingParams, eos_ids: set[int]) -> list[Sample]:
+    """HF `generate` on each prompt repeated n times (rows p*n .. p*n+n-1 belong to prompt p)."""
+    rows = [p for p in prompts for _ in range(n)]
     device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in encoder.model_inputs(rows).items()}
     sampling = params.temperature > 0
     kwargs = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0) if sampling \
         else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     if params.min_new_tokens > 0:
         kwargs["min_new_tokens"] = params.min_new_tokens
-    out = model.generate(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device),
-                         max_new_tokens=params.max_new_tokens, num_return_sequences=n,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids), **kwargs)
-    return _to_samples(tokenizer, enc, out[:, enc.input_ids.shape[1]:].cpu(), n, eos_ids)
+    if encoder.suppressed_ids:
+        kwargs["suppress_tokens"] = list(encoder.suppressed_ids)
+    out = model.generate(**inputs, max_new_tokens=params.max_new_tokens, pad_token_id=encoder.pad_id,
+                         eos_token_id=sorted(eos_ids), **kwargs)
+    return _to_samples(encoder.tokenizer, rows, out[:, inputs["input_ids"].shape[1]:].cpu(), eos_ids)
 
 
-def _to_samples(tokenizer, enc, completions: Tensor, n: int, eos_ids: set[int]) -> list[Sample]:
-    """Cut each generated row [P*n, Lc] at its first EOS; rows are grouped by prompt (row // n)."""
+def _to_samples(tokenizer, rows: Sequence[PromptInputs], completions: Tensor, eos_ids: set[int]) -> list[Sample]:
+    """Cut each generated row [N, Lc] at its first EOS; row r completes prompt rows[r]."""
     lengths, truncated = completion_lengths(completions, eos_ids)
     samples = []
-    for row in range(completions.shape[0]):
-        p = row // n
-        prompt = enc.input_ids[p][enc.attention_mask[p].bool()]  # [Lp_p]
-        ids = completions[row, : int(lengths[row])].clone()  # [Lc_row]
+    for r, prompt in enumerate(rows):
+        ids = completions[r, : int(lengths[r])].clone()  # [Lc_r]
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        samples.append(Sample(prompt, ids, text, bool(truncated[row])))
+        samples.append(Sample(prompt.ids, ids, text, bool(truncated[r]), prompt.vision))
     return samples
 
 
@@ -118,14 +114,14 @@ def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor)
     return torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # [N]
 
 
-def _sample_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingParams,
+def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int, params: SamplingParams,
                   eos_ids: set[int]) -> list[Sample]:
     """Shared-prefill sampling: one prefill per prompt, its KV cache repeated n times, then cached decoding."""
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, attn = pad_prompts(prompts, encoder.pad_id)  # [P, Lp] each
     device = next(model.parameters()).device
-    attn = enc.attention_mask.to(device)  # [P, Lp]
+    attn = attn.to(device)  # [P, Lp]
     positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [P, Lp]
-    out = model(input_ids=enc.input_ids.to(device), attention_mask=attn, position_ids=positions, use_cache=True,
+    out = model(input_ids=ids.to(device), attention_mask=attn, position_ids=positions, use_cache=True,
                 logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(n)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
@@ -134,10 +130,10 @@ def _sample_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: Samp
     mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]
     pos = positions[:, -1:].repeat_interleave(n, dim=0)  # [N, 1]
     eos = torch.tensor(sorted(eos_ids), device=device)
-    tokens = torch.full((rows, steps), tokenizer.pad_token_id, dtype=torch.long, device=device)  # [N, steps]
+    tokens = torch.full((rows, steps), encoder.pad_id, dtype=torch.long, device=device)  # [N, steps]
     done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
     for t in range(steps):
-        nxt = torch.where(done, tokenizer.pad_token_id, _next_tokens(logits, t, params, eos))  # [N]
+        nxt = torch.where(done, encoder.pad_id, _next_tokens(logits, t, params, eos))  # [N]
         tokens[:, t] = nxt
         done |= torch.isin(nxt, eos)
         if t + 1 == steps or bool(done.all()):
@@ -147,22 +143,24 @@ def _sample_chunk(model, tokenizer, prompts: Sequence[str], n: int, params: Samp
         out = model(input_ids=nxt[:, None], attention_mask=mask[:, : lp + t + 1], position_ids=pos,
                     past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1].float()  # [N, V]
-    return _to_samples(tokenizer, enc, tokens.cpu(), n, eos_ids)
+    return _to_samples(encoder.tokenizer, [p for p in prompts for _ in range(n)], tokens.cpu(), eos_ids)
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Sample]]:
-    """`n` completions for each prompt (a group), in prompt order. Uses torch's global RNG."""
-    eos_ids = eos_token_ids(model, tokenizer)
+def generate(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int,
+             params: SamplingParams) -> list[list[Sample]]:
+    """`n` completions for each encoded prompt (a group), in prompt order. Uses torch's global RNG."""
+    eos_ids = eos_token_ids(model, encoder.tokenizer)
     per_call = max(1, params.batch_size // n)
-    chunk = _sample_chunk if params.shared_prefill else _generate_chunk
+    shared = params.shared_prefill and encoder.shares_prompts and all(p.vision is None for p in prompts)
+    chunk = _sample_chunk if shared else _generate_chunk
     was_training = model.training
     model.eval()
     try:
         flat: list[Sample] = []
         with precision(model, params.autocast_bf16):
             for start in range(0, len(prompts), per_call):
-                flat += chunk(model, tokenizer, prompts[start:start + per_call], n, params, eos_ids)
+                flat += chunk(model, encoder, prompts[start:start + per_call], n, params, eos_ids)
     finally:
         model.train(was_training)
     return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -13,6 +13,7 @@ from gpgrl.models import load_policy
 from gpgrl.rollout import (
     Sample,
     SamplingParams,
+    TextEncoder,
     can_share_prompts,
     collate,
     completion_lengths,
@@ -20,6 +21,12 @@ from gpgrl.rollout import (
     selective_log_softmax,
     token_logprobs,
 )
+
+
+def encoded(tok, prompts: list[str]) -> tuple[TextEncoder, list]:
+    """A text encoder and the prompts encoded as they are (no chat template)."""
+    encoder = TextEncoder(tok, "", "{question}")
+    return encoder, [encoder.encode_text(p) for p in prompts]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,8 @@ def test_selective_log_softmax_matches_full():
 
 def test_logprobs_do_not_depend_on_padding(tiny):
     model, tok = tiny
-    groups = generate(model, tok, ["Calculate 1 + 2.", "What is 12 + 35 ?"], 2, SamplingParams(12, 1.0, 1.0, 8))
+    groups = generate(model, *encoded(tok, ["Calculate 1 + 2.", "What is 12 + 35 ?"]), 2,
+                      SamplingParams(12, 1.0, 1.0, 8))
     samples = [s for g in groups for s in g]
     model.eval()
     with torch.no_grad():
@@ -87,7 +95,7 @@ def test_logprobs_equal_the_sampling_distribution(tiny):
 
 def test_generate_returns_groups_in_prompt_order(tiny):
     model, tok = tiny
-    groups = generate(model, tok, ["a", "b b", "c c c"], 3, SamplingParams(5, 1.0, 1.0, 4))
+    groups = generate(model, *encoded(tok, ["a", "b b", "c c c"]), 3, SamplingParams(5, 1.0, 1.0, 4))
     assert [len(g) for g in groups] == [3, 3, 3]
     assert [g[0].prompt_ids.tolist() for g in groups] == [tok(p, add_special_tokens=False).input_ids
                                                           for p in ["a", "b b", "c c c"]]
@@ -116,7 +124,7 @@ def sample_both(model, tok, params: SamplingParams, n: int, seed: int = 5):
     out = []
     for shared in (False, True):
         torch.manual_seed(seed)
-        groups = generate(model, tok, PROMPTS, n, dataclasses.replace(params, shared_prefill=shared))
+        groups = generate(model, *encoded(tok, PROMPTS), n, dataclasses.replace(params, shared_prefill=shared))
         out.append((groups, torch.rand(3)))
     return out
 
@@ -149,8 +157,10 @@ def test_shared_prefill_greedy_matches_generate(tiny):
 def test_min_new_tokens_forces_the_length(tiny, shared):
     model, tok = tiny
     with extra_eos(model, tok):
-        groups = generate(model, tok, PROMPTS, 3, SamplingParams(12, 1.0, min_new_tokens=12, shared_prefill=shared))
-        early = generate(model, tok, PROMPTS, 3, SamplingParams(12, 1.0, min_new_tokens=4, shared_prefill=shared))
+        groups = generate(model, *encoded(tok, PROMPTS), 3,
+                          SamplingParams(12, 1.0, min_new_tokens=12, shared_prefill=shared))
+        early = generate(model, *encoded(tok, PROMPTS), 3,
+                         SamplingParams(12, 1.0, min_new_tokens=4, shared_prefill=shared))
     assert all(s.length == 12 and s.truncated for g in groups for s in g)
     assert all(s.length >= 4 for g in early for s in g) and any(s.length < 12 for g in early for s in g)
 
@@ -179,7 +189,7 @@ def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny):
     model, tok = tiny
     with extra_eos(model, tok):
         torch.manual_seed(1)
-        groups = generate(model, tok, PROMPTS, 3, SamplingParams(10, 1.0))
+        groups = generate(model, *encoded(tok, PROMPTS), 3, SamplingParams(10, 1.0))
     samples = [s for g in groups for s in g][2:]  # groups cut across the micro-batch edge, as in training
     assert len({s.length for s in samples}) > 1
     model.train()
@@ -199,7 +209,7 @@ def test_shared_prompt_forward_is_not_used_under_checkpointing(tmp_path):
 def test_autocast_bf16_stays_close_to_fp32_and_restores_the_head(tiny):
     model, tok = tiny
     torch.manual_seed(2)
-    groups = generate(model, tok, PROMPTS, 2, SamplingParams(8, 1.0, autocast_bf16=True))
+    groups = generate(model, *encoded(tok, PROMPTS), 2, SamplingParams(8, 1.0, autocast_bf16=True))
     samples = [s for g in groups for s in g]
     mb = collate(samples, tok.pad_token_id, share_prompts=True)
     model.train()

@@ -89,7 +89,7 @@ class ModelConfig:
 
 DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ", "shapes")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-ANSWER_FORMATS = ("plain", "gsm8k", "boxed")
+ANSWER_FORMATS = ("plain", "gsm8k", "boxed", "tagged")
 _DATA_KEYS_BY_SOURCE = {
     "reasoning_gym": ("task", "task_kwargs", "train_size", "eval_size"),
     "file": ("path", "split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column",
@@ -97,7 +97,7 @@ _DATA_KEYS_BY_SOURCE = {
     "hf": ("path", "subset", "split", "eval_split", "prompt_column", "answer_column", "answer_format",
            "group_column", "max_rows", "image_column"),
     "champ": ("split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "max_rows"),
-    "shapes": ("task", "train_size", "eval_size", "image_size"),
+    "shapes": ("task", "train_size", "eval_size", "image_size", "shape_colors"),
 }
 """The data.* keys each source reads (data.seed, data.system_prompt and data.prompt_template apply to all)."""
 
@@ -138,12 +138,16 @@ class DataConfig:
     """Held-out prompts: a split name (hf, e.g. test), or a fraction such as 0.1 of data.split held out by a seeded
     shuffle (1.0 = all of it); empty = none. Training rows whose question also occurs in eval are dropped."""
     prompt_column: str = "question"
-    """Column holding the prompt: a string, or a list of {role, content} messages ending with the user's."""
+    """Column holding the prompt: a string, or a list of {role, content} (or ShareGPT {from, value}) messages ending
+    with the user's. Text may mark images: `<image>` (the image column's next image) or `<img>path</img>` (a file
+    relative to the data file's folder)."""
     answer_column: str = "answer"
-    """Column holding the gold answer (a string or a number)."""
+    """Column holding the gold answer (a string, a number, or a box [x1, y1, x2, y2]); empty = the final assistant
+    message of the conversation in data.prompt_column (ShareGPT / LLaVA data)."""
     answer_format: str = "plain"
     """How the gold answer is read from data.answer_column: plain (as is) | gsm8k (the text after the last '####',
-    thousands separators removed) | boxed (the content of the last \\boxed{...})."""
+    thousands separators removed) | boxed (the content of the last \\boxed{...}) | tagged (the content of the first
+    <answer>...</answer>, the multimodal references' solutions; the text as is without one)."""
     group_column: str = ""
     """Column whose value groups items in the eval report (e.g. subject, category); empty = no groups.
     reasoning-gym items are grouped by task."""
@@ -155,6 +159,9 @@ class DataConfig:
     before training starts."""
     image_size: int = 56
     """Side in pixels of the images the shapes tasks draw (data.source=shapes)."""
+    shape_colors: tuple[str, ...] = ()
+    """The colours the shapes tasks draw with (data.source=shapes), e.g. [red, green, blue]; empty = all six (red,
+    green, blue, yellow, purple, orange)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.task), "data.task is empty: name a reasoning-gym task such as basic_arithmetic")
@@ -398,6 +405,14 @@ class EvalConfig:
     output: str = ""
     """Where `gpgrl eval` writes its JSON summary (and <stem>_completions.jsonl beside it); empty =
     <train.output_dir>/eval.json."""
+    scorer: str = ""
+    """The reward that decides correctness (a built-in name or module:function, with reward.kwargs.<name> as its
+    parameters): correct from its correct_at (1.0; iou: 0.5), and a graded scorer's mean is reported too (iou:
+    mean_iou). Empty = accuracy, or for data.source=shapes the task's own (iou for grounding, else label with
+    mention=true)."""
+    blank_control: bool = False
+    """Also score every item with its images replaced by blank ones (<name>_blank.json): how much an answer depends
+    on the image."""
 
     def __post_init__(self) -> None:
         _require(self.temperature >= 0, f"eval.temperature={self.temperature} must be >= 0 (0 = greedy)")

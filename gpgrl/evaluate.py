@@ -4,9 +4,12 @@ Owns `evaluate` (training calls it before and after the run; `gpgrl eval` calls 
 the metrics (`pass_at_k`, `majority_vote`), `EvalResult` with its JSON summary, `write_eval` (the summary JSON and
 a JSONL of every completion with its rewards) and the summary tables printed on screen.
 
-A completion is correct when the scorer (by default the strict `accuracy` reward) gives it at least 1.0.
-`accuracy` is the mean score over all completions, which for a 0/1 scorer is pass@1 (the mean over items of
-c/n). pass@k uses the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k)/C(n, k), averaged over items.
+A completion is correct when the scorer (eval.scorer; by default the strict `accuracy` reward, and for the shapes
+tasks `label` or `iou`) gives it at least the scorer's `correct_at` (1.0; IoU: 0.5). `accuracy` is the fraction of
+correct completions, which for a 0/1 scorer is pass@1 (the mean over items of c/n); a scorer with a graded score
+also reports its mean under its own name (`mean_iou`). With eval.blank_control, every item is scored a second time
+with its images replaced by blank ones (`<name>_blank.json`): the proof that an answer depends on the image.
+pass@k uses the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k)/C(n, k), averaged over items.
 Majority vote (maj@n) takes, per item, the most frequent final answer (the last `\\boxed{}` content, spaces
 removed; completions without one do not vote; ties go to the answer seen first) and counts the item correct
 when a completion with that answer is correct. With two or more groups (Example.group: data.group_column, or the
@@ -15,6 +18,7 @@ reasoning-gym task) every group gets the same metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -27,9 +31,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gpgrl.config import Config, ConfigError, EvalConfig
+from gpgrl.config import Config, ConfigError, DataConfig, EvalConfig
 from gpgrl.data import Example, load_splits
-from gpgrl.rewards import RewardSet, accuracy, boxed_format, last_boxed
+from gpgrl.rewards import RewardSet, accuracy, boxed_format, last_boxed, load_reward_function
 from gpgrl.rollout import PromptEncoder, SamplingParams, generate, make_encoder
 
 CORRECT_AT = 1.0
@@ -96,11 +100,13 @@ class EvalResult:
     reward_invalid: dict[str, int] = field(default_factory=dict)
     truncated_rate: float = 0.0
     wall_time_s: float = 0.0
+    means: dict[str, float] = field(default_factory=dict)
+    """The scorer's mean score under its own name (boxes: mean_iou), when it is not a 0/1 verdict."""
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"accuracy": self.accuracy, "n": self.n, "num_samples": self.num_samples,
-                               "completions": len(self.records), "boxed_rate": self.boxed_rate,
-                               "truncated_rate": self.truncated_rate}
+        out: dict[str, Any] = {"accuracy": self.accuracy, **self.means, "n": self.n,
+                               "num_samples": self.num_samples, "completions": len(self.records),
+                               "boxed_rate": self.boxed_rate, "truncated_rate": self.truncated_rate}
         out.update({f"pass@{k}": v for k, v in self.pass_at.items()})
         if self.majority is not None:
             out[f"maj@{self.num_samples}"] = self.majority
@@ -113,14 +119,18 @@ class EvalResult:
         return out
 
 
-def _item_metrics(records: Sequence[dict[str, Any]], num_samples: int, ks: Sequence[int]) -> dict[str, Any]:
-    """accuracy, n, pass@k and maj@n over the items whose completions are `records` (grouped by item index)."""
+def _item_metrics(records: Sequence[dict[str, Any]], num_samples: int, ks: Sequence[int],
+                  mean_name: str | None = None) -> dict[str, Any]:
+    """accuracy (the fraction of correct completions), the mean score as `mean_name` (when given), n, pass@k and
+    maj@n over the items whose completions are `records` (grouped by item index)."""
     items: dict[int, list[dict[str, Any]]] = {}
     for r in records:
         items.setdefault(r["index"], []).append(r)
     n = len(items)
     correct = [[r["correct"] for r in rows] for rows in items.values()]
-    out: dict[str, Any] = {"accuracy": sum(r["score"] for r in records) / max(len(records), 1), "n": n}
+    out: dict[str, Any] = {"accuracy": sum(r["correct"] for r in records) / max(len(records), 1), "n": n}
+    if mean_name:
+        out[mean_name] = sum(r["score"] for r in records) / max(len(records), 1)
     for k in ks:
         out[f"pass@{k}"] = sum(pass_at_k(num_samples, sum(c), k) for c in correct) / max(n, 1)
     if num_samples > 1:
@@ -130,27 +140,27 @@ def _item_metrics(records: Sequence[dict[str, Any]], num_samples: int, ks: Seque
     return out
 
 
-def _group_metrics(records: Sequence[dict[str, Any]], num_samples: int,
-                   ks: Sequence[int]) -> dict[str, dict[str, Any]]:
+def _group_metrics(records: Sequence[dict[str, Any]], num_samples: int, ks: Sequence[int],
+                   mean_name: str | None) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault(r["group"], []).append(r)
     if len(groups) < 2:
         return {}  # one group is the overall result
-    return {g: _item_metrics(rows, num_samples, ks) for g, rows in sorted(groups.items())}
+    return {g: _item_metrics(rows, num_samples, ks, mean_name) for g, rows in sorted(groups.items())}
 
 
 def _result(records: list[dict[str, Any]], num_samples: int, ks: Sequence[int], wall_time_s: float,
-            invalid: dict[str, int]) -> EvalResult:
-    m = _item_metrics(records, num_samples, ks)
+            invalid: dict[str, int], mean_name: str | None) -> EvalResult:
+    m = _item_metrics(records, num_samples, ks, mean_name)
     labels = list(records[0]["rewards"]) if records else []
     return EvalResult(
         accuracy=m["accuracy"], n=m["n"], boxed_rate=sum(r["boxed"] for r in records) / len(records),
         records=records, num_samples=num_samples, pass_at={k: m[f"pass@{k}"] for k in ks},
-        majority=m.get(f"maj@{num_samples}"), groups=_group_metrics(records, num_samples, ks),
+        majority=m.get(f"maj@{num_samples}"), groups=_group_metrics(records, num_samples, ks, mean_name),
         rewards={name: sum(r["rewards"][name] for r in records) / len(records) for name in labels},
         reward_invalid=invalid, truncated_rate=sum(r["truncated"] for r in records) / len(records),
-        wall_time_s=wall_time_s)
+        wall_time_s=wall_time_s, means={mean_name: m[mean_name]} if mean_name else {})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -174,7 +184,8 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
              ks: Sequence[int] = (1,), rewards: RewardSet | None = None) -> EvalResult:
     """Generate `num_samples` completions per example (prompts encoded by `encoder`) and score them.
 
-    `scorer` decides correctness (None counts as 0; correct = score >= 1.0); `rewards`, when given, scores every
+    `scorer` decides correctness (None counts as 0; correct = score >= its `correct_at`, default 1.0; its
+    `mean_name`, when it has one, names the mean score in the summary); `rewards`, when given, scores every
     completion with the run's reward functions too (logged per completion and averaged). pass@k is reported for
     each k in `ks` (each must be <= num_samples). Greedy decoding (temperature 0) allows one sample only.
     """
@@ -184,6 +195,7 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
     if bad or num_samples < 1:
         raise ValueError(f"pass@k needs 1 <= k <= num_samples={num_samples}, got k={bad}")
     start = time.perf_counter()
+    correct_at = float(getattr(scorer, "correct_at", CORRECT_AT))
     groups = generate(model, encoder, [encoder.encode(ex) for ex in examples], num_samples, params)
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
     scores = _score(scorer, flat)
@@ -192,12 +204,13 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
     out = rewards([ex.question for ex, _ in flat], texts, _columns([ex for ex, _ in flat]),
                   completion_lengths=[s.length for _, s in flat]) if rewards is not None else None
     records = [{"index": ex.index, "sample": i % num_samples, "group": ex.group, "question": ex.question,
-                "answer": ex.answer, "completion": s.text, "score": score, "correct": score >= CORRECT_AT,
+                "answer": ex.answer, "completion": s.text, "score": score, "correct": score >= correct_at,
                 "answer_key": answer_key(s.text), "boxed": boxed[i], "truncated": s.truncated, "length": s.length,
                 "reward": out.total[i] if out else None,
                 "rewards": {k: v[i] for k, v in out.per_function.items()} if out else {}}
                for i, ((ex, s), score) in enumerate(zip(flat, scores, strict=True))]
-    return _result(records, num_samples, ks, time.perf_counter() - start, dict(out.invalid) if out else {})
+    return _result(records, num_samples, ks, time.perf_counter() - start, dict(out.invalid) if out else {},
+                   getattr(scorer, "mean_name", None))
 
 
 def write_eval(result: EvalResult, path: Path) -> None:
@@ -254,6 +267,50 @@ def output_path(cfg: Config) -> Path:
     return Path(cfg.eval.output) if cfg.eval.output else Path(cfg.train.output_dir) / "eval.json"
 
 
+def default_scorer(data: DataConfig) -> tuple[str, dict[str, Any]]:
+    """The scorer eval.scorer='' stands for, with its parameters: for the shapes tasks iou (grounding) or label
+    reading free-form answers against the task's labels (mention=true), else accuracy."""
+    if data.resolved_source() == "shapes":
+        return ("iou", {}) if data.task == "grounding" else ("label", {"mention": True})
+    return "accuracy", {}
+
+
+def load_scorer(cfg: Config) -> Callable[..., list[float | None]]:
+    """eval.scorer (with reward.kwargs.<name> as its parameters), or the data's default scorer."""
+    if not cfg.eval.scorer:
+        return load_reward_function(*default_scorer(cfg.data))
+    return load_reward_function(cfg.eval.scorer, cfg.reward.kwargs.get(cfg.eval.scorer))
+
+
+def blank_controls(examples: Sequence[Example]) -> list[Example]:
+    """The examples with every image replaced by a white image of the same size."""
+    return [dataclasses.replace(ex, images=tuple(image.blank() for image in ex.images)) for ex in examples]
+
+
+def blank_path(path: Path) -> Path:
+    """Where the blank-image control of the evaluation written to `path` goes: `<stem>_blank.json`."""
+    return path.with_name(f"{path.stem}_blank.json")
+
+
+def evaluate_and_write(model, encoder: PromptEncoder, examples: Sequence[Example], cfg: Config,
+                       rewards: RewardSet | None, path: Path) -> tuple[EvalResult, EvalResult | None]:
+    """The evaluation of `cfg.eval` written to `path`, and with eval.blank_control its blank-image control."""
+    e = cfg.eval
+    scorer = load_scorer(cfg)
+    if e.blank_control and not any(ex.images for ex in examples):
+        raise ConfigError("eval.blank_control=true replaces the items' images, but these items have none: remove "
+                          "it or evaluate image data")
+    result = evaluate(model, encoder, examples, sampling_params(e), scorer, num_samples=e.num_samples, ks=e.k,
+                      rewards=rewards)
+    write_eval(result, path)
+    if not e.blank_control:
+        return result, None
+    control = evaluate(model, encoder, blank_controls(examples), sampling_params(e), scorer,
+                       num_samples=e.num_samples, ks=e.k, rewards=rewards)
+    write_eval(control, blank_path(path))
+    return result, control
+
+
 def run_eval_command(cfg: Config, console: Console) -> EvalResult:
     """`gpgrl eval`: the model of `cfg.model` on the eval split of `cfg.data`; writes eval.output (+ JSONL)."""
     import torch
@@ -265,6 +322,7 @@ def run_eval_command(cfg: Config, console: Console) -> EvalResult:
         raise ConfigError("the eval split is empty: set data.eval_size (reasoning-gym), or data.eval_split (a "
                           "split name such as test, or a fraction such as 0.1 of data.split; 1.0 = all of it)")
     rewards = RewardSet.from_config(cfg.reward)
+    load_scorer(cfg)  # a bad eval.scorer fails before the model loads
     model, tokenizer = load_policy(cfg.model, cfg.train.seed)
     encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     if torch.cuda.is_available():
@@ -273,11 +331,12 @@ def run_eval_command(cfg: Config, console: Console) -> EvalResult:
     e = cfg.eval
     console.print(f"evaluating {cfg.model.name} on {len(examples)} items x {e.num_samples} samples "
                   f"(temperature {e.temperature}, top_p {e.top_p}, {e.max_new_tokens} new tokens)")
-    result = evaluate(model, encoder, examples, sampling_params(e), num_samples=e.num_samples, ks=e.k,
-                      rewards=rewards)
     path = output_path(cfg)
-    write_eval(result, path)
+    result, control = evaluate_and_write(model, encoder, examples, cfg, rewards, path)
     for table in summary_tables(result, title=f"{cfg.model.name}: eval"):
         console.print(table)
+    if control is not None:
+        console.print(f"blank-image control: accuracy {control.accuracy:.3f} (with the images: "
+                      f"{result.accuracy:.3f}); wrote {blank_path(path)}")
     console.print(f"wrote {path} and {path.with_name(path.stem + '_completions.jsonl')}")
     return result

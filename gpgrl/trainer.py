@@ -33,7 +33,7 @@ from gpgrl.algos.presets import Algorithm, resolve_algorithm
 from gpgrl.checkpoint import LoopState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gpgrl.config import Config, ConfigError, to_dict, to_yaml
 from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
-from gpgrl.evaluate import evaluate, sampling_params, write_eval
+from gpgrl.evaluate import blank_path, evaluate_and_write
 from gpgrl.metrics import MetricsWriter, ProgressBar
 from gpgrl.models import load_policy, load_reference, save_final, vision_parameters
 from gpgrl.resample import CollectStats, Group, collect_batch
@@ -473,18 +473,31 @@ def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> Non
 
 
 def run_eval(run: Run, name: str) -> dict[str, Any] | None:
-    """Evaluate on the held-out split (main process), write `<name>.json`, return its summary."""
+    """Evaluate on the held-out split (main process), write `<name>.json` (and `<name>_blank.json` with
+    eval.blank_control), return its summary (the control's accuracy as `accuracy_blank`)."""
     if not run.accelerator.is_main_process:
         run.accelerator.wait_for_everyone()
         return None
-    e = run.cfg.eval
-    result = evaluate(run.accelerator.unwrap_model(run.model), run.encoder, run.eval_examples, sampling_params(e),
-                      num_samples=e.num_samples, ks=e.k, rewards=run.rewards)
-    write_eval(result, run.output_dir / f"{name}.json")
-    run.console.print(f"{name}: accuracy {result.accuracy:.3f} on {result.n} held-out items "
-                      f"(boxed answers {result.boxed_rate:.2f})")
+    result, control = evaluate_and_write(run.accelerator.unwrap_model(run.model), run.encoder, run.eval_examples,
+                                         run.cfg, run.rewards, run.output_dir / f"{name}.json")
+    means = "".join(f", {k} {v:.3f}" for k, v in result.means.items())
+    blank = f", blank-image control {control.accuracy:.3f}" if control is not None else ""
+    run.console.print(f"{name}: accuracy {result.accuracy:.3f}{means} on {result.n} held-out items "
+                      f"(boxed answers {result.boxed_rate:.2f}){blank}")
     run.accelerator.wait_for_everyone()
-    return result.summary()
+    summary = result.summary()
+    if control is not None:
+        summary["accuracy_blank"] = control.accuracy
+    return summary
+
+
+def stored_eval(path: Path) -> dict[str, Any]:
+    """A written evaluation's summary (a resumed run's eval_before), with its blank-image control's accuracy."""
+    summary = json.loads(path.read_text())
+    blank = blank_path(path)
+    if blank.exists():
+        summary["accuracy_blank"] = json.loads(blank.read_text())["accuracy"]
+    return summary
 
 
 def data_description(cfg: Config) -> str:
@@ -506,12 +519,14 @@ def model_card(cfg: Config, algo: Algorithm, summary: dict[str, Any]) -> str:
 
 
 def print_summary(console: Console, evals: dict[str, dict[str, Any] | None]) -> None:
+    blank = any(res is not None and "accuracy_blank" in res for res in evals.values())
     table = Table(title="held-out accuracy")
-    for col in ("", "accuracy", "n", "boxed"):
+    for col in ("", "accuracy", *(["blank images"] if blank else []), "n", "boxed"):
         table.add_column(col)
     for name, res in evals.items():
         if res is not None:
-            table.add_row(name, f"{res['accuracy']:.3f}", str(res["n"]), f"{res.get('boxed_rate', 0.0):.2f}")
+            control = [f"{res['accuracy_blank']:.3f}" if "accuracy_blank" in res else "-"] if blank else []
+            table.add_row(name, f"{res['accuracy']:.3f}", *control, str(res["n"]), f"{res.get('boxed_rate', 0.0):.2f}")
     console.print(table)
 
 
@@ -674,8 +689,7 @@ def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
     before_path = run.output_dir / "eval_before.json"
     before = None
     if cfg.eval.before:
-        before = json.loads(before_path.read_text()) if loop.step > 0 and before_path.exists() \
-            else run_eval(run, "eval_before")
+        before = stored_eval(before_path) if loop.step > 0 and before_path.exists() else run_eval(run, "eval_before")
     writer = None
     if main:
         truncate_logs(run, loop)
@@ -693,6 +707,9 @@ def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
                "accuracy_before": before["accuracy"] if before else None,
                "accuracy_after": after["accuracy"] if after else None,
                "eval_n": (after or before or {"n": 0})["n"]}
+    if cfg.eval.blank_control:
+        summary.update(accuracy_before_blank=(before or {}).get("accuracy_blank"),
+                       accuracy_after_blank=(after or {}).get("accuracy_blank"))
     if main:
         save_final(run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir / "final",
                    model_card(cfg, run.algo, summary))

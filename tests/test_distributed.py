@@ -103,3 +103,20 @@ def test_sharded_engines_are_refused_with_the_fix(engine):
         check_engine(DistributedType(engine))
     for fine in ("NO", "MULTI_CPU", "MULTI_GPU"):
         check_engine(DistributedType(fine))
+
+
+def test_two_processes_equal_one_for_a_vision_language_model(tmp_path):
+    """The tiny VLM's samples carry their prompts' vision inputs through the gather; the gradient all-reduce and
+    the resulting weights do not depend on the number of processes."""
+    from transformers import AutoModelForImageTextToText
+
+    vision = ("model.name=tiny-random-qwen2-vl", "data.source=shapes", "data.task=count", "data.train_size=32",
+              'data.prompt_template="{question}"', "optim.vision_lr=3e-3", "train.max_steps=3")
+    one = _run(tmp_path, "one", 1, *vision)
+    two = _run(tmp_path, "two", 2, *vision)
+    s1, s2 = _steps(one), _steps(two)
+    for key in ("reward_mean", "alpha", "valid_group_fraction", "rounds", "generated_tokens"):
+        assert [m[key] for m in s2] == [m[key] for m in s1], key
+    w1 = AutoModelForImageTextToText.from_pretrained(one / "final").state_dict()
+    w2 = AutoModelForImageTextToText.from_pretrained(two / "final").state_dict()
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5, rtol=0) for k in w1)

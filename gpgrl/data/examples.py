@@ -32,8 +32,9 @@ import torch
 
 from gpgrl.config import ConfigError, DataConfig
 from gpgrl.data.images import ImageRef, in_memory, read_images
-from gpgrl.data.prompts import content_text, image_blocks
-from gpgrl.data.shapes import check_task, draw_item
+from gpgrl.data.prompts import PLACEHOLDER, content_text, image_blocks, is_image_part, split_placeholders
+from gpgrl.data.shapes import check_task, draw_item, palette_of
+from gpgrl.data.shapes import labels as shape_labels
 from gpgrl.data.sources import Row, Table, read_table
 
 _EVAL_ATTEMPTS_PER_ITEM = 20
@@ -197,25 +198,30 @@ def _reasoning_gym_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]
 # ---------------------------------------------------------------- synthetic visual tasks (data.source=shapes)
 
 
-def _shape_example(task: str, seed: int, size: int, index: int) -> Example:
-    item = draw_item(task, seed, size)
+def _shape_example(cfg: DataConfig, seed: int, index: int) -> Example:
+    task = cfg.task
+    item = draw_item(task, seed, cfg.image_size, cfg.shape_colors)
     image = in_memory(item.image, f"shapes {task} item {index}")
-    return Example(item.question, item.answer, {"task": f"shapes/{task}"}, index, f"shapes/{task}", (), (image,))
+    columns: dict[str, Any] = {"task": f"shapes/{task}"}
+    candidates = shape_labels(task, palette_of(cfg.shape_colors))
+    if candidates is not None:
+        columns["labels"] = list(candidates)
+    return Example(item.question, item.answer, columns, index, f"shapes/{task}", (), (image,))
 
 
 def _shapes_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     """data.train_size training items and data.eval_size held-out items whose images occur neither in training
     nor twice in eval (drawn from seeds derived from data.seed, within a bounded number of attempts)."""
-    check_task(cfg.task, cfg.image_size)
+    check_task(cfg.task, cfg.image_size, cfg.shape_colors)
     seed = functools.partial(derive_seed, cfg.seed, "shapes", cfg.task)
-    train = [_shape_example(cfg.task, seed("train", i), cfg.image_size, i) for i in range(cfg.train_size)]
+    train = [_shape_example(cfg, seed("train", i), i) for i in range(cfg.train_size)]
     seen = {ex.images[0].digest for ex in train}
     evals: list[Example] = []
     budget = _EVAL_ATTEMPTS_PER_ITEM * cfg.eval_size + _EVAL_ATTEMPTS_MARGIN
     for attempt in range(budget):
         if len(evals) == cfg.eval_size:
             break
-        ex = _shape_example(cfg.task, seed("eval", attempt), cfg.image_size, len(evals))
+        ex = _shape_example(cfg, seed("eval", attempt), len(evals))
         if ex.images[0].digest not in seen:
             seen.add(ex.images[0].digest)
             evals.append(ex)
@@ -246,11 +252,23 @@ def _valid_content(content: Any) -> bool:
     return isinstance(content, str) or (isinstance(content, list) and all(_is_part(p) for p in content))
 
 
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "system": "system"}
+
+
+def _sharegpt(message: Any) -> Any:
+    """A ShareGPT / LLaVA message {from: human|gpt|..., value} as {role, content}; anything else unchanged."""
+    if isinstance(message, Mapping) and "from" in message and "value" in message and "role" not in message:
+        return {"role": _SHAREGPT_ROLES.get(str(message["from"]).lower(), str(message["from"])),
+                "content": message["value"]}
+    return message
+
+
 def _messages(value: list[Any], row: Row, column: str) -> tuple[dict[str, Any], ...]:
-    """A conversational prompt: {role, content} messages ending with the user's; a content is text or a list of
-    {"type": "text", "text": ...} and {"type": "image"} parts."""
+    """A conversational prompt: {role, content} (or ShareGPT {from, value}) messages ending with the user's; a
+    content is text or a list of {"type": "text", "text": ...} and {"type": "image"} parts."""
     messages = []
-    for i, message in enumerate(value):
+    for i, message in enumerate(map(_sharegpt, value)):
         ok = isinstance(message, Mapping) and isinstance(message.get("role"), str) and \
             _valid_content(message.get("content"))
         if not ok:
@@ -266,37 +284,84 @@ def _messages(value: list[Any], row: Row, column: str) -> tuple[dict[str, Any], 
     return tuple(messages)
 
 
-def _prompt(row: Row, column: str) -> tuple[str, tuple[dict[str, Any], ...]]:
-    """(question text, messages) of a row: plain text, or a message list whose last user message is the question."""
+def _gold_message(value: list[Any], row: Row, cfg: DataConfig) -> tuple[list[Any], str | None]:
+    """With data.answer_column='', the conversation's final assistant message is the gold answer: (the prompt
+    messages before it, its text); otherwise (the messages, None)."""
+    if cfg.answer_column:
+        return value, None
+    last = _sharegpt(value[-1]) if value else None
+    if not (isinstance(last, Mapping) and last.get("role") == "assistant" and isinstance(last.get("content"), str)):
+        raise ConfigError(f"{row.where}: data.answer_column='' takes the gold answer from the final assistant message "
+                          f"of column {cfg.prompt_column!r}, which has none: name the answer column instead")
+    return value[:-1], last["content"]
+
+
+def _with_placeholders(messages: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """Messages whose text holds `<image>` / `<img>path</img>` markers, with those markers as image parts."""
+    if not any(PLACEHOLDER.search(content_text(m["content"])) for m in messages):
+        return messages
+    out = []
+    for m in messages:
+        parts = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+        split = [q for p in parts for q in (split_placeholders(p["text"]) if p.get("type") == "text" else [p])]
+        out.append({"role": m["role"], "content": split})
+    return tuple(out)
+
+
+def _prompt(row: Row, cfg: DataConfig) -> tuple[str, tuple[dict[str, Any], ...], str | None]:
+    """(question text, messages, gold from the conversation or None) of a row: plain text, or a message list whose
+    last user message is the question. Image markers in the text become image parts."""
+    column = cfg.prompt_column
     value = _column(row, "data.prompt_column", column)
+    if isinstance(value, str) and PLACEHOLDER.search(value):
+        value = [{"role": "user", "content": value}]
     if isinstance(value, list):
-        messages = _messages(value, row, column)
-        question = content_text(messages[-1]["content"])
-        if not question.strip():
+        value, gold = _gold_message(value, row, cfg)
+        messages = _with_placeholders(_messages(value, row, column))
+        question = content_text(messages[-1]["content"]).strip()
+        if not question:
             raise ConfigError(f"{row.where}: the last user message in column {column!r} has no text")
-        return question, messages
+        return question, messages, gold
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{row.where}: data.prompt_column {column!r} is {value!r}; expected non-empty text or a "
                           "list of messages")
-    return value, ()
+    if not cfg.answer_column:
+        raise ConfigError(f"{row.where}: data.answer_column='' needs conversations in column {column!r} (the final "
+                          "assistant message is the gold answer); this row holds plain text: name the answer column")
+    return value, (), None
 
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
+def _is_box(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def _answer_text(value: Any, row: Row, cfg: DataConfig) -> str:
     """The gold answer as text, read according to data.answer_format."""
     from gpgrl.rewards import last_boxed  # local: rewards imports the verifier, which data does not need otherwise
+    from gpgrl.rewards.answers import tagged_answer
 
     column = cfg.answer_column
+    if _is_box(value):
+        return "[{}]".format(", ".join(_number_text(v) for v in value))
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{row.where}: data.answer_column {column!r} is {value!r}; expected text or a number")
+        raise ConfigError(f"{row.where}: data.answer_column {column!r} is {value!r}; expected text, a number or a "
+                          "box [x1, y1, x2, y2]")
     text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if cfg.answer_format == "gsm8k":
         if "####" not in text:
             raise ConfigError(f"{row.where}: data.answer_format=gsm8k but column {column!r} has no '####' final "
                               f"answer ({text[:80]!r}); use data.answer_format=plain")
         text = _THOUSANDS.sub("", text.rsplit("####", 1)[1])
+    elif cfg.answer_format == "tagged":
+        text = tagged_answer(text) or text
     elif cfg.answer_format == "boxed":
         boxed = last_boxed(text)
         if boxed is None:
@@ -308,26 +373,46 @@ def _answer_text(value: Any, row: Row, cfg: DataConfig) -> str:
     return text.strip()
 
 
-def _row_images(row: Row, cfg: DataConfig, base: Path, messages: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
-    """The row's images (data.image_column), checked to decode and to match the prompt's image blocks."""
+def _column_images(row: Row, cfg: DataConfig, base: Path) -> tuple[Any, ...]:
     if cfg.image_column not in row.values:
         if cfg.image_column != DataConfig.__dataclass_fields__["image_column"].default:
             _column(row, "data.image_column", cfg.image_column)  # a column asked for by name must exist
-        images: tuple[Any, ...] = ()
-    else:
-        images = read_images(row.values[cfg.image_column], row.where, cfg.image_column, base)
+        return ()
+    return read_images(row.values[cfg.image_column], row.where, cfg.image_column, base)
+
+
+def _row_images(row: Row, cfg: DataConfig, base: Path,
+                messages: tuple[dict[str, Any], ...]) -> tuple[tuple[Any, ...], tuple[dict[str, Any], ...]]:
+    """The row's images in the order the prompt's image blocks take them (an `<img>path</img>` block its own file,
+    the other blocks the image column's images), checked to decode; and the messages without the paths."""
+    column = list(_column_images(row, cfg, base))
     blocks = image_blocks(messages)
-    if blocks and blocks != len(images):
-        raise ConfigError(f"{row.where}: the prompt in column {cfg.prompt_column!r} places {blocks} image blocks "
-                          f"but column {cfg.image_column!r} holds {len(images)} images: give one image per block")
-    return images
+    inline = sum(is_image_part(p) and "path" in p for m in messages if isinstance(m["content"], list)
+                 for p in m["content"])
+    if blocks and blocks - inline != len(column):
+        raise ConfigError(f"{row.where}: the prompt in column {cfg.prompt_column!r} places {blocks - inline} image "
+                          f"blocks for column {cfg.image_column!r}, which holds {len(column)} images: give one image "
+                          "per block")
+    if not inline:
+        return tuple(column), messages
+    images, cleaned = [], []
+    for m in messages:
+        parts = m["content"]
+        for part in parts if isinstance(parts, list) else ():
+            if is_image_part(part):
+                images.extend(read_images(part["path"], row.where, "<img> in the prompt", base) if "path" in part
+                              else [column.pop(0)])
+        cleaned.append({"role": m["role"], "content": [{"type": "image"} if is_image_part(p) else p for p in parts]
+                        if isinstance(parts, list) else parts})
+    return tuple(images), tuple(cleaned)
 
 
 def _row_example(row: Row, cfg: DataConfig, index: int, base: Path) -> Example:
-    question, messages = _prompt(row, cfg.prompt_column)
-    answer = _answer_text(_column(row, "data.answer_column", cfg.answer_column), row, cfg)
+    question, messages, gold = _prompt(row, cfg)
+    answer = _answer_text(gold if gold is not None else _column(row, "data.answer_column", cfg.answer_column), row,
+                          cfg)
     group = str(_column(row, "data.group_column", cfg.group_column)) if cfg.group_column else ""
-    images = _row_images(row, cfg, base, messages)
+    images, messages = _row_images(row, cfg, base, messages)
     columns = {k: v for k, v in row.values.items() if k not in RESERVED_COLUMNS and k != cfg.image_column}
     return Example(question, answer, columns, index, group, messages, images)
 

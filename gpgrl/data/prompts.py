@@ -9,10 +9,14 @@ message (as TRL does). `render_prompt` applies a tokenizer's or processor's chat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 IMAGE_PART = {"type": "image"}
+PLACEHOLDER = re.compile(r"<img>(.*?)</img>|<image>", re.DOTALL)
+"""Image markers inside message text: LLaVA's `<image>` (the row's next image) and Qwen-VL's `<img>path</img>`
+(that file)."""
 
 
 def is_image_part(part: Any) -> bool:
@@ -31,6 +35,26 @@ def image_blocks(messages: Sequence[Mapping[str, Any]]) -> int:
     return sum(is_image_part(part) for m in messages if not isinstance(m["content"], str) for part in m["content"])
 
 
+def split_placeholders(text: str) -> list[dict[str, Any]]:
+    """Text with `<image>` / `<img>path</img>` markers as parts; an `<img>` part keeps its path under "path".
+
+    >>> parts = split_placeholders("<img>a.png</img> Find it. <image> and")
+    >>> [p.get("path") or p.get("text") or "<image>" for p in parts]
+    ['a.png', ' Find it. ', '<image>', ' and']
+    """
+    parts: list[dict[str, Any]] = []
+    at = 0
+    for match in PLACEHOLDER.finditer(text):
+        if match.start() > at:
+            parts.append({"type": "text", "text": text[at:match.start()]})
+        parts.append({"type": "image", "path": match.group(1).strip()} if match.group(1) is not None
+                     else dict(IMAGE_PART))
+        at = match.end()
+    if at < len(text):
+        parts.append({"type": "text", "text": text[at:]})
+    return parts
+
+
 def _as_parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -38,10 +62,11 @@ def _as_parts(content: Any) -> list[dict[str, Any]]:
 
 
 def _with_template(content: Any, template: str) -> Any:
-    """The content with `template` applied to its text ({question} = the text; image parts stay in place)."""
-    text = template.replace("{question}", content_text(content))
+    """The content with `template` applied to its text ({question} = the text, stripped when the content is a list
+    of parts; image parts stay in place)."""
     if isinstance(content, str):
-        return text
+        return template.replace("{question}", content)
+    text = template.replace("{question}", content_text(content).strip())
     parts, placed = [], False
     for part in content:
         if is_image_part(part):

@@ -1,12 +1,14 @@
 r"""Rewards: the built-in reward functions, loading rewards by name, and the weighted reward set.
 
-Owns the built-in rewards (registered by name in `REWARDS`): `accuracy`, `cosine`, `boxed_format`,
-`think_format`, `soft_overlong`, `repetition_penalty`, `task_score`; loading a reward by name with its keyword
-arguments (`load_reward_function`); and `RewardSet`, which runs several rewards in parallel under a time limit,
-applies the error and invalid-value policies and forms the weighted total.
+Owns the built-in rewards (registered by name in `REWARDS`): for text answers `accuracy`, `cosine`,
+`boxed_format`, `think_format`, `soft_overlong`, `repetition_penalty`, `task_score` (`text`); for visual tasks
+`label`, `choice`, `iou`, `giou` (`visual`), all reading the answer through one extraction (`answers`); loading a
+reward by name with its keyword arguments (`load_reward_function`); and `RewardSet`, which runs several rewards in
+parallel under a time limit, applies the error and invalid-value policies and forms the weighted total.
 
 Contract (TRL-style): `f(prompts, completions, **columns) -> list[float | None]`, sync or `async def`.
-`prompts` are the user question texts, `completions` the generated texts, and every column is a list aligned
+`prompts` are the user question texts, `completions` the generated texts (the built-ins also accept TRL's
+conversational form, a list of messages per completion), and every column is a list aligned
 with `completions`: `answer`, the dataset's other columns (for reasoning-gym data `entry` and `task`), and
 `completion_lengths` (tokens per completion) when the caller passes them. A function must accept unknown
 columns through `**kwargs`; `None` means "no verdict" for that completion.
@@ -30,7 +32,9 @@ from gpgrl.rewards.text import (
     task_score,
     think_format,
 )
+from gpgrl.rewards.visual import Label, box_giou, box_iou, choice, giou, iou, label, parse_box
 
 __all__ = ["REWARDS", "Accuracy", "Cosine", "RepetitionPenalty", "RewardError", "RewardOutput", "RewardSet",
            "SoftOverlong", "accuracy", "boxed_format", "cosine", "last_boxed", "load_reward_function",
-           "repetition_penalty", "task_score", "think_format"]
+           "repetition_penalty", "task_score", "think_format", "Label", "box_giou", "box_iou", "choice", "giou", "iou",
+           "label", "parse_box"]

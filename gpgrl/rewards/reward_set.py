@@ -107,6 +107,11 @@ def _typed(cls: type, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"{where}.{key}: unknown parameter; {hint}parameters are {', '.join(names)}")
         hint = hints[key]
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+            out[key] = value
+            continue
         ok = (isinstance(value, int) if hint is int else isinstance(value, (int, float)))
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{where}.{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gpgrl.rewards.answers import answer_part, completion_text, tagged_answer
 from gpgrl.rewards.verify import DEFAULT_TIMEOUT_S, verify_batch
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,20 @@ def _verdicts(name: str, answer: Sequence[Any], completions: Sequence[str], time
 # ---------------------------------------------------------------- accuracy and cosine (math-verify)
 
 
+def verifiable(completion: Any) -> str:
+    r"""The text math-verify checks: an `<answer>` block's content, boxed unless it holds a box (the tag is the
+    anchor), else the whole completion (which must box or anchor its answer).
+
+    >>> verifiable("<think>x</think><answer> 7 </answer>"), verifiable("so \\boxed{7}")
+    ('\\boxed{7}', 'so \\boxed{7}')
+    """
+    tagged = tagged_answer(completion)
+    if tagged is None:
+        return completion_text(completion)
+    return tagged if _BOXED in tagged else f"{_BOXED}{{{tagged}}}"
+
+
+
 @dataclass(frozen=True)
 class Accuracy:
     r"""1.0 if the completion's final answer equals the gold answer (math-verify), else 0.0; None on timeout.
@@ -106,6 +121,12 @@ class Accuracy:
     [0.0, 1.0, 1.0]
     >>> accuracy(["q", "q"], [r"\boxed{48} and \boxed{47}", "I think 46, then 47"], answer=["47", "47"])
     [0.0, 0.0]
+
+    An `<answer>…</answer>` block (the multimodal references' format) is the answer: its content is checked as if
+    boxed, so the tag is the anchor.
+
+    >>> accuracy(["q", "q"], ["<think>3 + 4 = 8?</think><answer>7</answer>", "<answer>8</answer>"], answer=["7", "7"])
+    [1.0, 0.0]
     """
 
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -116,7 +137,7 @@ class Accuracy:
 
     def __call__(self, prompts: list[str], completions: list[str], answer: list[Any],
                  **kwargs: Any) -> list[float | None]:
-        return _verdicts("accuracy", answer, completions, self.timeout_s)
+        return _verdicts("accuracy", answer, [verifiable(c) for c in completions], self.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -156,9 +177,9 @@ class Cosine:
 
     def __call__(self, prompts: list[str], completions: list[str], answer: list[Any],
                  **kwargs: Any) -> list[float | None]:
-        verdicts = _verdicts("cosine", answer, completions, self.timeout_s)
-        return [None if v is None else self.value(len(text), v == 1.0)
-                for text, v in zip(completions, verdicts, strict=True)]
+        verdicts = _verdicts("cosine", answer, [verifiable(c) for c in completions], self.timeout_s)
+        return [None if v is None else self.value(len(completion_text(c)), v == 1.0)
+                for c, v in zip(completions, verdicts, strict=True)]
 
 
 # ---------------------------------------------------------------- format rewards
@@ -171,7 +192,7 @@ def boxed_format(prompts: list[str], completions: list[str], **kwargs: Any) -> l
     [1.0, 0.0, 0.0, 0.0, 0.0]
     """
     out: list[float | None] = []
-    for completion in completions:
+    for completion in map(completion_text, completions):
         boxes = _boxed_contents(completion)
         out.append(1.0 if len(boxes) == 1 and boxes[0] is not None and boxes[0].strip() else 0.0)
     return out
@@ -193,7 +214,7 @@ def think_format(prompts: list[str], completions: list[str], **kwargs: Any) -> l
     [1.0, 1.0, 0.0, 0.0]
     """
     out: list[float | None] = []
-    for completion in completions:
+    for completion in map(completion_text, completions):
         match = _THINK_ANSWER.fullmatch(completion)
         once = all(completion.count(tag) == 1 for tag in _TAGS)
         out.append(1.0 if match and once and match["answer"].strip() else 0.0)
@@ -257,7 +278,7 @@ class RepetitionPenalty:
 
     def __call__(self, prompts: list[str], completions: list[str], **kwargs: Any) -> list[float | None]:
         out: list[float | None] = []
-        for completion in completions:
+        for completion in map(completion_text, completions):
             words = completion.lower().split()
             grams = list(zip(*(words[i:] for i in range(self.ngram_size)), strict=False))
             if len(words) < self.ngram_size or not grams:
@@ -277,8 +298,9 @@ def _scorer(task: str) -> Callable[[str | None, dict[str, Any]], float]:
     return reasoning_gym.get_score_answer_fn(task)
 
 
-def _final_answer(completion: str) -> str:
-    """The last well-formed `\\boxed{...}` content, else the last non-blank line; stripped."""
+def _final_answer(completion: Any) -> str:
+    """The answer part's last well-formed `\\boxed{...}` content, else its last non-blank line; stripped."""
+    completion = answer_part(completion)
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed

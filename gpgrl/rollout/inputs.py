@@ -10,6 +10,8 @@ per run by `make_encoder` from what the model loaded with (a tokenizer: `TextEnc
 * `model_inputs(prompts)` pads a batch for `generate`: prompts left-padded to the longest, the batch's vision
   tensors assembled by their layout (below; `vision_batch` does the same for training micro-batches, per-token
   tensors zero over padding and completion);
+* `positions(model, inputs)`: where a prompt batch's completions start (and the prompt's own positions), for the
+  KV-cached sampler, which prefills each prompt once for its G completions;
 * `suppressed_ids`: tokens never sampled (a VLM's image and video placeholders, which only the processor may
   place) and masked out of the training log-softmax as well, so training log-probs are those of the sampling
   distribution.
@@ -24,7 +26,8 @@ a tensor shaped like the prompt ids is per-token, anything else is rows):
   `pixel_values` [B, N, 3, H, W] and `pixel_attention_mask`; an all-zero image is padding to Idefics3).
 
 M-RoPE families (Qwen2-VL, Qwen2.5-VL) compute their 3-D positions from `mm_token_type_ids` themselves
-(`Vision.model_positions`); every other batch gets 1-D positions from the attention mask, as `generate` does.
+(`Vision.model_positions`); their completions continue one past the largest prompt position (`rope_start`), which
+is where `generate` puts them. Every other batch gets 1-D positions from the attention mask, as `generate` does.
 """
 
 from __future__ import annotations
@@ -131,14 +134,27 @@ def model_positions(rows: Sequence[PromptInputs]) -> bool:
     return any(p.vision is not None and p.vision.model_positions for p in rows)
 
 
+def text_positions(attention_mask: Tensor) -> Tensor:
+    """1-D positions of a left-padded batch, as `generate` computes them: [B, L]."""
+    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def rope_start(model: Any, inputs: Mapping[str, Tensor]) -> Tensor:
+    """Where an M-RoPE prompt batch's completions start, [B, 1]: one past the largest of its 3-D positions, which
+    the model's own `get_rope_index` computes (as `generate` and the plain training forward do)."""
+    owner = next(m for m in model.modules() if hasattr(m, "get_rope_index") and hasattr(m, "rope_deltas"))
+    positions, _ = owner.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                        image_grid_thw=inputs.get("image_grid_thw"),
+                                        attention_mask=inputs["attention_mask"])  # [3, B, L]
+    return positions.amax(dim=(0, 2))[:, None] + 1
+
+
 # ---------------------------------------------------------------- encoders
 
 
 class TextEncoder:
     """Prompts of a text language model: the chat template applied, then the tokenizer."""
 
-    shares_prompts = True
-    """The KV-cached fast paths (rollout.shared_prefill, rollout.shared_prompt_forward) apply."""
     accepts_images = False
 
     def __init__(self, tokenizer: Any, system_prompt: str, template: str) -> None:
@@ -166,6 +182,11 @@ class TextEncoder:
         ids, mask = pad_prompts(rows, self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
+    def positions(self, model: Any, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """(first decode position [B, 1], prefill position ids [B, Lp]) of a prompt batch from `model_inputs`."""
+        positions = text_positions(inputs["attention_mask"])  # [B, Lp]
+        return positions[:, -1:] + 1, positions
+
 
 def _layouts(model_type: str, encoded: Mapping[str, Tensor]) -> dict[str, str]:
     known = LAYOUTS.get(model_type)
@@ -187,9 +208,6 @@ def suppressed_token_ids(model_config: Any, processor: Any) -> tuple[int, ...]:
 class VisionEncoder:
     """Prompts of a vision-language model: chat messages with image blocks, the processor applied once per prompt."""
 
-    shares_prompts = False
-    """The KV-cached fast paths are text-only: vision batches sample with `generate` and train with the plain
-    forward (same results, no prompt sharing)."""
     accepts_images = True
 
     def __init__(self, processor: Any, model_config: Any, system_prompt: str, template: str) -> None:
@@ -223,6 +241,15 @@ class VisionEncoder:
         """generate's inputs for a batch of prompts: left-padded ids, attention mask and the vision inputs."""
         ids, mask = pad_prompts(rows, self.pad_id)
         return {"input_ids": ids, "attention_mask": mask, **vision_batch(rows, ids.shape[1], ids.shape[1])}
+
+    def positions(self, model: Any, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """(first decode position [B, 1], prefill position ids or None when the model computes them) of a prompt
+        batch from `model_inputs`. M-RoPE: decoding continues after the largest 3-D position, which is where
+        `generate` (text position + rope delta) and the training forward put the completion."""
+        if self.model_type in MODEL_POSITIONS and "mm_token_type_ids" in inputs:
+            return rope_start(model, inputs), None
+        positions = text_positions(inputs["attention_mask"])  # [B, Lp]
+        return positions[:, -1:] + 1, positions
 
 
 PromptEncoder = TextEncoder | VisionEncoder

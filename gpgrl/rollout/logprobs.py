@@ -3,7 +3,8 @@
 Owns `MicroBatch`; `collate` (prompts left-padded, completions right-padded, padding trimmed to the micro-batch;
 a vision-language micro-batch carries its samples' vision inputs, assembled per sample and image by
 `gpgrl.rollout.inputs.vision_batch`); the shared prompt forward (`collate(..., share_prompts=True)`: each distinct
-prompt of a micro-batch runs once and its completions on its KV cache; same gradient up to rounding; text only);
+prompt of a micro-batch, with its vision inputs, runs once and its completions on its KV cache; same gradient up
+to rounding);
 and `token_logprobs` (log-probs at the sampling temperature without materialising a full log-softmax over the
 vocabulary; tokens that are never sampled are masked out of it, as `generate` masks them).
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from gpgrl.rollout.inputs import PromptInputs, model_positions, vision_batch
+from gpgrl.rollout.inputs import PromptInputs, model_positions, rope_start, vision_batch
 from gpgrl.rollout.precision import precision
 from gpgrl.rollout.sampling import Sample
 
@@ -32,14 +33,16 @@ class MicroBatch:
     prompt_owner: Tensor | None = None  # [B] index into prompt_rows of each row's prompt
     vision: dict[str, Tensor] = field(default_factory=dict)  # the samples' vision inputs, by model argument
     suppressed_ids: tuple[int, ...] = ()  # tokens never sampled: masked out of the log-softmax
+    prompt_vision: dict[str, Tensor] = field(default_factory=dict)  # vision inputs of the prompt_rows only
 
 
 def _distinct_prompts(samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
-    """Row of the first sample with each distinct prompt [U], and each sample's index into those rows [B]."""
-    index: dict[tuple[int, ...], int] = {}
+    """Row of the first sample with each distinct prompt [U], and each sample's index into those rows [B]. Prompts
+    with vision inputs are the same prompt when they share their ids and their (one, shared) vision inputs."""
+    index: dict[tuple[object, ...], int] = {}
     rows, owner = [], []
     for row, s in enumerate(samples):
-        key = tuple(s.prompt_ids.tolist())
+        key = (id(s.vision), *s.prompt_ids.tolist())
         if key not in index:
             index[key] = len(rows)
             rows.append(row)
@@ -52,8 +55,8 @@ def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False,
     """Left-pad prompts and right-pad completions to this micro-batch's own longest rows; vision inputs are
     gathered from the samples (per-token ones zero over padding and completion).
 
-    With `share_prompts`, also record which rows share a prompt, so `token_logprobs` runs each distinct
-    prompt once (only when some prompt occurs more than once, and never with vision inputs)."""
+    With `share_prompts`, also record which rows share a prompt (and gather those rows' vision inputs), so
+    `token_logprobs` runs each distinct prompt once (only when some prompt occurs more than once)."""
     lp = max(s.prompt_ids.numel() for s in samples)
     lc = max(max(s.length for s in samples), 1)
     ids = torch.full((len(samples), lp + lc), pad_id, dtype=torch.long)  # [B, Lp+Lc]
@@ -68,10 +71,11 @@ def collate(samples: Sequence[Sample], pad_id: int, share_prompts: bool = False,
     prompts = [PromptInputs(s.prompt_ids, s.vision) for s in samples]
     vision = vision_batch(prompts, lp, lp + lc)
     positions = None if model_positions(prompts) else (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does
-    rows, owner = _distinct_prompts(samples) if share_prompts and not vision else (None, None)
+    rows, owner = _distinct_prompts(samples) if share_prompts else (None, None)
     if rows is not None and rows.numel() == len(samples):
         rows, owner = None, None  # nothing to share
-    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner, vision, tuple(suppressed_ids))
+    prompt_vision = vision_batch([prompts[r] for r in rows.tolist()], lp, lp) if rows is not None else {}
+    return MicroBatch(ids, attn, positions, cmask, lc, rows, owner, vision, tuple(suppressed_ids), prompt_vision)
 
 
 CHUNK_ELEMENTS = 1 << 24
@@ -110,22 +114,32 @@ def _full_logits(model, batch: MicroBatch) -> Tensor:
 
 
 def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
-    """As `_full_logits`, but each distinct prompt is run once and its KV cache indexed out to its rows.
+    """As `_full_logits`, but each distinct prompt (with its vision inputs) is run once and its KV cache indexed out
+    to its rows.
 
     Indexing the cache is differentiable, so each prompt's activations get the sum of its completions'
-    gradients: the same gradient as the plain forward, with the prompt computed U instead of B times."""
+    gradients: the same gradient as the plain forward, with the prompt computed U instead of B times. M-RoPE
+    prompts get their positions from the model; their completions continue after the largest prompt position."""
     device = next(model.parameters()).device
     lc, rows, owner = batch.completion_len, batch.prompt_rows.to(device), batch.prompt_owner.to(device)
-    ids, attn, pos = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids))
+    ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
     lp = ids.shape[1] - lc
-    out = model(input_ids=ids[rows, :lp], attention_mask=attn[rows, :lp], position_ids=pos[rows, :lp],
-                use_cache=True, logits_to_keep=1)
+    prompt = {"input_ids": ids[rows, :lp], "attention_mask": attn[rows, :lp],
+              **{k: v.to(device) for k, v in batch.prompt_vision.items()}}
+    pos = batch.position_ids.to(device) if batch.position_ids is not None else None
+    out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
+                logits_to_keep=1)
     first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
     if lc == 1:
         return first
     cache = out.past_key_values
     cache.batch_select_indices(owner)  # [U, ...] -> [B, ...]
-    rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=pos[:, lp:-1],
+    if pos is None:
+        start = rope_start(model, prompt)[owner]  # [B, 1]
+        rest_pos = start + torch.arange(lc - 1, device=device)  # [B, Lc-1]
+    else:
+        rest_pos = pos[:, lp:-1]  # [B, Lc-1]
+    rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=rest_pos,
                  past_key_values=cache, use_cache=True).logits  # [B, Lc-1, V]
     return torch.cat([first, rest], dim=1)  # [B, Lc, V]
 

@@ -9,8 +9,9 @@ Fast path (off by default; see docs/performance.md): shared prefill (`SamplingPa
 KV-cached sampling loop that encodes each prompt once and copies its cache to the prompt's `n` completions,
 instead of HF `generate` re-encoding the prompt `n` times. It draws the same tokens as `generate` for the same
 seed (same logits up to float rounding, the same `torch.multinomial` calls in the same order); only temperature,
-top-p and min_new_tokens are applied (not other processors a model's generation_config may add). It is text-only:
-prompts with vision inputs are sampled by `generate`.
+top-p and min_new_tokens are applied (not other processors a model's generation_config may add). Prompts with
+vision inputs run their vision tower once per prompt too; their positions (M-RoPE for Qwen2-VL) come from the
+encoder, as `generate` computes them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import TopPLogitsWarper
 
-from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision, pad_prompts
+from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
 from gpgrl.rollout.precision import precision
 
 
@@ -102,8 +103,11 @@ def _to_samples(tokenizer, rows: Sequence[PromptInputs], completions: Tensor, eo
     return samples
 
 
-def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor) -> Tensor:
-    """One sampling step on fp32 logits [N, V], processed as `generate` does: EOS mask, 1/T, top-p."""
+def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor, suppressed: Tensor) -> Tensor:
+    """One sampling step on fp32 logits [N, V], processed as `generate` does: suppressed tokens and the EOS mask,
+    1/T, top-p."""
+    if suppressed.numel():
+        logits[:, suppressed] = -float("inf")
     if step < params.min_new_tokens:
         logits[:, eos] = -float("inf")
     if params.temperature <= 0:
@@ -116,24 +120,25 @@ def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor)
 
 def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int, params: SamplingParams,
                   eos_ids: set[int]) -> list[Sample]:
-    """Shared-prefill sampling: one prefill per prompt, its KV cache repeated n times, then cached decoding."""
-    ids, attn = pad_prompts(prompts, encoder.pad_id)  # [P, Lp] each
+    """Shared-prefill sampling: one prefill per prompt (with its vision inputs), its KV cache repeated n times,
+    then cached decoding with the positions `generate` would give."""
     device = next(model.parameters()).device
-    attn = attn.to(device)  # [P, Lp]
-    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [P, Lp]
-    out = model(input_ids=ids.to(device), attention_mask=attn, position_ids=positions, use_cache=True,
-                logits_to_keep=1)
+    inputs = {k: v.to(device) for k, v in encoder.model_inputs(prompts).items()}
+    attn = inputs["attention_mask"]  # [P, Lp]
+    start, prefill_positions = encoder.positions(model, inputs)  # [P, 1] first decode position; [P, Lp] or None
+    out = model(**inputs, position_ids=prefill_positions, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(n)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
     logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)  # [N, V]
     rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
     mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]
-    pos = positions[:, -1:].repeat_interleave(n, dim=0)  # [N, 1]
+    pos = start.repeat_interleave(n, dim=0) - 1  # [N, 1]
     eos = torch.tensor(sorted(eos_ids), device=device)
+    suppressed = torch.tensor(encoder.suppressed_ids, dtype=torch.long, device=device)
     tokens = torch.full((rows, steps), encoder.pad_id, dtype=torch.long, device=device)  # [N, steps]
     done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
     for t in range(steps):
-        nxt = torch.where(done, encoder.pad_id, _next_tokens(logits, t, params, eos))  # [N]
+        nxt = torch.where(done, encoder.pad_id, _next_tokens(logits, t, params, eos, suppressed))  # [N]
         tokens[:, t] = nxt
         done |= torch.isin(nxt, eos)
         if t + 1 == steps or bool(done.all()):
@@ -152,8 +157,7 @@ def generate(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: 
     """`n` completions for each encoded prompt (a group), in prompt order. Uses torch's global RNG."""
     eos_ids = eos_token_ids(model, encoder.tokenizer)
     per_call = max(1, params.batch_size // n)
-    shared = params.shared_prefill and encoder.shares_prompts and all(p.vision is None for p in prompts)
-    chunk = _sample_chunk if shared else _generate_chunk
+    chunk = _sample_chunk if params.shared_prefill else _generate_chunk
     was_training = model.training
     model.eval()
     try:

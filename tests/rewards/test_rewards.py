@@ -326,9 +326,12 @@ def test_task_score_uses_the_task_column_when_metadata_lacks_the_source():
 
 
 def test_builtins_are_registered():
+    from gpgrl.rewards import Label, choice, giou, iou
+
     assert dict(REWARDS) == {"accuracy": Accuracy, "cosine": Cosine, "boxed_format": boxed_format,
                              "think_format": think_format, "soft_overlong": SoftOverlong,
-                             "repetition_penalty": RepetitionPenalty, "task_score": task_score}
+                             "repetition_penalty": RepetitionPenalty, "task_score": task_score,
+                             "label": Label, "choice": choice, "iou": iou, "giou": giou}
     assert load_reward_function("accuracy") == accuracy == Accuracy(timeout_s=5.0)
     assert load_reward_function("boxed_format") is boxed_format
 

@@ -137,3 +137,18 @@ def test_report_numbers_by_hand_and_external_runs(tmp_path):
     assert ("| gpg | 2 | 0.100 ± 0.000 | 0.400 ± 0.141 | 0.300 ± 0.141 | 0.400 ± 0.141 | 0.50 ± 0.00 | "
             "1.50 ± 0.00 |") in table
     assert "| grpo | 0 (+1 diverged) | – |" in table
+
+
+def test_compare_runs_vision_language_models(tmp_path):
+    """The same grid on the tiny VLM and a shapes task: every run evaluates with images and the report is written."""
+    args = ["model.name=tiny-random-qwen2-vl", f"model.cache_dir={tmp_path / 'cache'}",
+            f"train.output_dir={tmp_path / 'cmp'}", "data.source=shapes", "data.task=color", "data.train_size=16",
+            "data.eval_size=4", 'data.prompt_template="{question}"', "rollout.prompts_per_step=2",
+            "rollout.generations_per_prompt=3", "rollout.max_new_tokens=4", "eval.max_new_tokens=4",
+            "logging.progress=false", "logging.tensorboard=false", "train.max_steps=2",
+            f"reward.functions=[{REWARDS}:digit_fraction,label]", "reward.weights=[1.0,1.0]",
+            "reward.kwargs.label.mention=true", "eval.blank_control=true"]
+    assert main(["compare", "algorithms=gpg,grpo", "seeds=1", *args]) == 0
+    report = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert {r["algorithm"] for r in report["runs"]} == {"gpg", "grpo"}
+    assert (tmp_path / "cmp" / "runs" / "gpg" / "seed0" / "eval_after_blank.json").is_file()

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from gpgrl.rollout.inputs import PromptInputs, model_positions, rope_start, vision_batch
-from gpgrl.rollout.precision import precision
+from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
 from gpgrl.rollout.sampling import Sample
 
 
@@ -132,7 +132,7 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
     if lc == 1:
         return first
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_select_indices(owner)  # [U, ...] -> [B, ...]
     if pos is None:
         start = rope_start(model, prompt)[owner]  # [B, 1]
@@ -140,7 +140,7 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     else:
         rest_pos = pos[:, lp:-1]  # [B, Lc-1]
     rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=rest_pos,
-                 past_key_values=cache, use_cache=True).logits  # [B, Lc-1, V]
+                 use_cache=True, **cache_kwargs(model, cache)).logits  # [B, Lc-1, V]
     return torch.cat([first, rest], dim=1)  # [B, Lc, V]
 
 

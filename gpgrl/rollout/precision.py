@@ -1,8 +1,9 @@
-"""bf16 autocast for sampling and training forwards, with the LM head kept in fp32."""
+"""bf16 autocast for sampling and training forwards (LM head kept in fp32), and the KV-cache argument names."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,3 +50,17 @@ def precision(model, autocast_bf16: bool) -> Iterator[None]:
     device_type = next(model.parameters()).device.type
     with _fp32_head(model), torch.autocast(device_type, dtype=torch.bfloat16):
         yield
+
+
+def cache_kwargs(model, cache) -> dict:
+    """The forward argument that passes a KV cache: `cache` (transformers >= 5, where `past_key_values` is
+    deprecated) or `past_key_values` (older)."""
+    base = getattr(model, "module", model)
+    forward = base.get_base_model().forward if hasattr(base, "get_base_model") else base.forward
+    return {"cache": cache} if "cache" in inspect.signature(forward).parameters else {"past_key_values": cache}
+
+
+def output_cache(output):
+    """The KV cache a forward returned (`cache` in transformers >= 5, `past_key_values` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values

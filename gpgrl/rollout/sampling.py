@@ -25,7 +25,7 @@ from torch import Tensor
 from transformers import TopPLogitsWarper
 
 from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
-from gpgrl.rollout.precision import precision
+from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
     attn = inputs["attention_mask"]  # [P, Lp]
     start, prefill_positions = encoder.positions(model, inputs)  # [P, 1] first decode position; [P, Lp] or None
     out = model(**inputs, position_ids=prefill_positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_repeat_interleave(n)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
     logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)  # [N, V]
     rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
@@ -146,8 +146,8 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
             break
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask[:, : lp + t + 1], position_ids=pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1].float()  # [N, V]
+                    use_cache=True, **cache_kwargs(model, cache))
+        cache, logits = output_cache(out), out.logits[:, -1].float()  # [N, V]
     return _to_samples(encoder.tokenizer, [p for p in prompts for _ in range(n)], tokens.cpu(), eos_ids)
 
 

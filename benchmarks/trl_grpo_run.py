@@ -323,7 +323,7 @@ def evaluate_after(cfg: Config, model: Any, data: Data, out_dir: Path) -> dict[s
     """gpgrl's held-out evaluation of the trained model → eval_after.json (as gpgrl's run_eval)."""
     import torch
 
-    from gpgrl.evaluate import evaluate, sampling_params, write_eval
+    from gpgrl.evaluation import evaluate, sampling_params, write_eval
     from gpgrl.rewards import RewardSet
     from gpgrl.rollout import TextEncoder
 

@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evaluate(cfg, console)
     console.rule("gpgrl train: resolved config")
     console.print(to_yaml(cfg), highlight=False, markup=False)
-    from gpgrl.trainer import train  # heavy imports only once the config is valid
+    from gpgrl.api import train  # the Python API's call; heavy imports happen there, once the config is valid
 
-    return _run_job(lambda: train(cfg, console), console)
+    return _run_job(lambda: train(cfg, console=console), console)
 
 
 def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "") -> int:
@@ -114,12 +114,12 @@ def _compare(spec: CompareSpec, console: Console) -> int:
 
 def _evaluate(cfg: Config, console: Console) -> int:
     """`gpgrl eval`: exit 0, 2 for a config or data error, 1 for a model or reward failure."""
-    from gpgrl.evaluate import run_eval_command  # heavy imports only once the config is valid
+    from gpgrl.api import evaluate  # the Python API's call
     from gpgrl.models import ModelLoadError
     from gpgrl.rewards import RewardError
 
     try:
-        run_eval_command(cfg, console)
+        evaluate(cfg, console=console)
     except (ConfigError, ModelLoadError, RewardError) as err:
         console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
         return 2 if isinstance(err, ConfigError) else 1

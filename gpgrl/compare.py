@@ -152,7 +152,8 @@ def baseline_path(spec: CompareSpec, seed: int) -> Path:
 
 def evaluate_baseline(spec: CompareSpec, seed: int, console: Console) -> None:
     """Held-out accuracy of the untrained model for this seed (shared by every algorithm), once."""
-    from gpgrl.evaluate import run_eval_command
+    from gpgrl.data import load_splits
+    from gpgrl.evaluation import run_evaluation
 
     path = baseline_path(spec, seed)
     if not spec.base.eval.before or path.exists():
@@ -160,7 +161,7 @@ def evaluate_baseline(spec: CompareSpec, seed: int, console: Console) -> None:
     cfg = load_config(spec.config_path, [*spec.overrides, f"train.seed={seed}", f"eval.output={path}"],
                       world_size=spec.world_size)
     console.rule(f"baseline evaluation, seed {seed}")
-    run_eval_command(cfg, console)
+    run_evaluation(cfg, console, examples=load_splits(cfg.data)[1])  # the held-out split the runs evaluate on
 
 
 def train_one(spec: CompareSpec, algorithm: str, seed: int, console: Console) -> str:

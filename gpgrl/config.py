@@ -87,7 +87,7 @@ class ModelConfig:
                  f"model.image_min_pixels={low} exceeds model.image_max_pixels={high}")
 
 
-DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ", "shapes")
+DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ", "shapes", "given")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 ANSWER_FORMATS = ("plain", "gsm8k", "boxed", "tagged")
 _DATA_KEYS_BY_SOURCE = {
@@ -98,6 +98,7 @@ _DATA_KEYS_BY_SOURCE = {
            "group_column", "max_rows", "image_column"),
     "champ": ("split", "eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "max_rows"),
     "shapes": ("task", "train_size", "eval_size", "image_size", "shape_colors"),
+    "given": ("eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "image_column"),
 }
 """The data.* keys each source reads (data.seed, data.system_prompt and data.prompt_template apply to all)."""
 
@@ -125,8 +126,9 @@ class DataConfig:
     source: str = "auto"
     """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf
     (data.path is a Hugging Face hub id or a local dataset directory) | champ (the bundled CHAMP competition-math
-    set) | shapes (synthetic images drawn with PIL: data.task color, count, position or grounding); auto =
-    reasoning_gym when data.path is empty, file for those suffixes, else hf."""
+    set) | shapes (synthetic images drawn with PIL: data.task color, count, position or grounding) | given (the
+    datasets passed to gpgrl.train / gpgrl.evaluate in Python); auto = reasoning_gym when data.path is empty, file
+    for those suffixes, else hf."""
     path: str = ""
     """Dataset file or Hugging Face dataset (hub id or local directory); empty = the reasoning-gym data.task."""
     subset: str = ""
@@ -208,15 +210,21 @@ def _check_data_source(cfg: DataConfig) -> None:
            "file": f"prompts come from the file data.path={cfg.path!r}",
            "hf": f"prompts come from the Hugging Face dataset data.path={cfg.path!r}",
            "champ": "prompts come from the bundled CHAMP set",
-           "shapes": f"prompts come from the synthetic shapes task {cfg.task!r}"}[source]
+           "shapes": f"prompts come from the synthetic shapes task {cfg.task!r}",
+           "given": "prompts come from the datasets given to gpgrl.train / gpgrl.evaluate"}[source]
     for keys in _DATA_KEYS_BY_SOURCE.values():
         for key in keys:
             value = getattr(cfg, key)
             _require(key in used or value == _field_default(DataConfig, key),
-                     f"data.{key}={value!r} has no effect here ({why}): remove it or change data.source/data.path")
+                     f"data.{key}={value!r} has no effect here ({why}): remove it or change data.source/data.path "
+                     "(datasets given in Python: data.source=given)")
     if source in ("file", "hf"):
         _require(bool(cfg.path), f"data.source={source} needs data.path (a file or a dataset id)")
     fraction = cfg.eval_fraction()
+    if source == "given":
+        _require(fraction is not None or not cfg.eval_split,
+                 f"data.eval_split={cfg.eval_split!r}: datasets given in Python have no named splits; give a "
+                 "fraction of train_dataset such as 0.1, or pass eval_dataset")
     if source in ("file", "champ"):
         _require(cfg.split in ("train", ""), f"data.split={cfg.split!r}: a {source} source is one split called "
                  "'train' (or '' for none); hold out part of it with data.eval_split=0.1")

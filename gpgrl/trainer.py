@@ -33,11 +33,11 @@ from gpgrl.algos.presets import Algorithm, resolve_algorithm
 from gpgrl.checkpoint import LoopState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gpgrl.config import Config, ConfigError, to_dict, to_yaml
 from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
-from gpgrl.evaluate import blank_path, evaluate_and_write
+from gpgrl.evaluation import blank_path, evaluate_and_write
 from gpgrl.metrics import MetricsWriter, ProgressBar
-from gpgrl.models import load_policy, load_reference, save_final, vision_parameters
+from gpgrl.models import frozen_copy, load_policy, load_reference, prepare_loaded, save_final, vision_parameters
 from gpgrl.resample import CollectStats, Group, collect_batch
-from gpgrl.rewards import RewardSet
+from gpgrl.rewards import RewardSet, TrainerState, trl_inputs
 from gpgrl.rollout import (
     PromptEncoder,
     Sample,
@@ -64,6 +64,20 @@ class Timer:
             self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What a Python caller (`gpgrl.train`) hands in instead of what the config names; None = from the config."""
+
+    rewards: RewardSet | None = None
+    examples: tuple[list[Example], list[Example]] | None = None
+    """(training, held-out) examples."""
+    model: Any = None
+    processing: Any = None
+    """The tokenizer (or a vision-language model's processor) of `model`."""
+    callbacks: tuple[Callable[[dict[str, Any]], Any], ...] = ()
+    """Called with each step's metrics on the main process, after the step is logged."""
+
+
 @dataclass
 class Run:
     """Everything a step needs, built once by `setup`."""
@@ -84,6 +98,7 @@ class Run:
     output_dir: Path
     console: Console
     updates: int = 0  # optimizer steps taken; a crash checkpoint is only exact if the failed step took none
+    callbacks: tuple[Callable[[dict[str, Any]], Any], ...] = ()
 
 
 # ---------------------------------------------------------------- setup
@@ -158,7 +173,18 @@ def check_engine(distributed_type: Any) -> None:
                           "true and model.dtype=bfloat16")
 
 
-def setup(cfg: Config, console: Console) -> Run:
+def load_models(cfg: Config, algo: Algorithm, inputs: RunInputs) -> tuple[Any, Any, Any]:
+    """(policy, tokenizer or processor, frozen reference or None): the given model objects or model.name's."""
+    if inputs.model is None:
+        model, processing = load_policy(cfg.model, cfg.train.seed)
+        return model, processing, load_reference(cfg.model) if algo.needs_reference else None
+    reference = frozen_copy(inputs.model) if algo.needs_reference else None
+    model, processing = prepare_loaded(cfg.model, cfg.train.seed, inputs.model, inputs.processing)
+    return model, processing, reference
+
+
+def setup(cfg: Config, console: Console, inputs: RunInputs | None = None) -> Run:
+    inputs = inputs or RunInputs()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     check_engine(accelerator.distributed_type)
     if not accelerator.is_main_process:
@@ -166,11 +192,10 @@ def setup(cfg: Config, console: Console) -> Run:
     set_seed(cfg.train.seed)
     algo = resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
     output_dir = prepare_output_dir(cfg)
-    train_examples, eval_examples = load_splits(cfg.data)
-    reward_set = RewardSet.from_config(cfg.reward)
+    train_examples, eval_examples = inputs.examples or load_splits(cfg.data)
+    reward_set = inputs.rewards or RewardSet.from_config(cfg.reward)
     with accelerator.main_process_first():  # the main process builds any cached built-in model first
-        model, tokenizer = load_policy(cfg.model, cfg.train.seed)
-        reference = load_reference(cfg.model) if algo.needs_reference else None
+        model, tokenizer, reference = load_models(cfg, algo, inputs)
     encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     check_images(train_examples + eval_examples, encoder, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -178,7 +203,7 @@ def setup(cfg: Config, console: Console) -> Run:
     if reference is not None:
         reference = reference.to(accelerator.device)
     run = Run(cfg, algo, accelerator, model, tokenizer, encoder, reference, [], [], None, reward_set, optimizer,
-              scheduler, output_dir, console)
+              scheduler, output_dir, console, callbacks=tuple(inputs.callbacks))
     limit, length = cfg.rollout.max_prompt_tokens, lambda ex: encoder.encode(ex).ids.numel()
     run.train_examples = drop_long_prompts(train_examples, length, limit, "train", console)
     run.eval_examples = drop_long_prompts(eval_examples, length, limit, "eval", console)
@@ -213,13 +238,15 @@ def drop_long_prompts(examples: list[Example], length: Callable[[Example], int],
 # ---------------------------------------------------------------- rollout and scoring
 
 
-def score_groups(run: Run, examples: Sequence[Example], groups: list[list[Sample]],
-                 counts: dict[str, int]) -> list[Group]:
-    """Score every completion with the reward set; one `Group` per prompt."""
+def score_groups(run: Run, examples: Sequence[Example], groups: list[list[Sample]], counts: dict[str, int],
+                 step: int) -> list[Group]:
+    """Score every completion with the reward set (TRL's calling convention); one `Group` per prompt."""
     g = run.cfg.rollout.generations_per_prompt
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
-    out = run.rewards([ex.question for ex, _ in flat], [s.text for _, s in flat], reward_columns(examples, g),
-                      completion_lengths=[s.length for _, s in flat])
+    prompts, completions = trl_inputs([ex for ex, _ in flat], [s.text for _, s in flat])
+    state = TrainerState(global_step=step - 1, max_steps=run.cfg.train.max_steps, epoch=float(run.queue.epoch))
+    out = run.rewards(prompts, completions, reward_columns(examples, g), completion_lengths=[s.length for _, s in flat],
+                      completion_ids=[s.completion_ids.tolist() for _, s in flat], trainer_state=state)
     for name, count in out.invalid.items():
         counts[f"reward_invalid/{name}"] = counts.get(f"reward_invalid/{name}", 0) + count
     total = torch.tensor(out.total, dtype=torch.float32)  # [P*G]
@@ -268,7 +295,7 @@ def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int)
             with timer("generate"):
                 samples = generate_chunk(run, chunk, derive_seed(run.cfg.train.seed, step, rounds[0], c))
             with timer("reward"):
-                local += [(c, g) for g in score_groups(run, chunk, samples, local_counts)]
+                local += [(c, g) for g in score_groups(run, chunk, samples, local_counts, step)]
         gathered = gather_object([(local, local_counts)]) if acc.num_processes > 1 else [(local, local_counts)]
         for _, part in gathered:
             for key, value in part.items():
@@ -472,14 +499,19 @@ def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> Non
 # ---------------------------------------------------------------- evaluation, summary, model card
 
 
-def run_eval(run: Run, name: str) -> dict[str, Any] | None:
+def run_eval(run: Run, name: str, step: int) -> dict[str, Any] | None:
     """Evaluate on the held-out split (main process), write `<name>.json` (and `<name>_blank.json` with
     eval.blank_control), return its summary (the control's accuracy as `accuracy_blank`)."""
     if not run.accelerator.is_main_process:
         run.accelerator.wait_for_everyone()
         return None
+    if not run.eval_examples:
+        run.console.print(f"{name}: no held-out items (give data.eval_split, data.eval_size or eval_dataset): skipped")
+        run.accelerator.wait_for_everyone()
+        return None
+    state = TrainerState(global_step=step, max_steps=run.cfg.train.max_steps, epoch=float(run.queue.epoch))
     result, control = evaluate_and_write(run.accelerator.unwrap_model(run.model), run.encoder, run.eval_examples,
-                                         run.cfg, run.rewards, run.output_dir / f"{name}.json")
+                                         run.cfg, run.rewards, run.output_dir / f"{name}.json", state)
     means = "".join(f", {k} {v:.3f}" for k, v in result.means.items())
     blank = f", blank-image control {control.accuracy:.3f}" if control is not None else ""
     run.console.print(f"{name}: accuracy {result.accuracy:.3f}{means} on {result.n} held-out items "
@@ -643,8 +675,22 @@ def run_one_step(run: Run, loop: LoopState, step: int, writer: MetricsWriter | N
         writer.log(m)
         write_samples(run.output_dir / "completions.jsonl", step, groups, run.cfg.logging.sample_completions)
     bar.update(m)
-    return LoopState(step, _file_size(run.output_dir / "metrics.jsonl"),
+    done = LoopState(step, _file_size(run.output_dir / "metrics.jsonl"),
                      _file_size(run.output_dir / "completions.jsonl"), bad)
+    if run.accelerator.is_main_process:
+        call_back(run, done, m)
+    return done
+
+
+def call_back(run: Run, loop: LoopState, metrics: dict[str, Any]) -> None:
+    """The caller's callbacks get the step's metrics; one that raises stops the run with the step saved."""
+    for callback in run.callbacks:
+        try:
+            callback(dict(metrics))
+        except Exception:
+            path = save_state(run, loop)
+            run.console.print(f"[red]a callback raised after step {loop.step}; state saved in {path}")
+            raise
 
 
 def agreed_signal(run: Run, received: int | None) -> int | None:
@@ -679,17 +725,28 @@ def run_steps(run: Run, loop: LoopState, writer: MetricsWriter | None, bar: Prog
 # ---------------------------------------------------------------- the run
 
 
-def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
-    """Run the whole job described by `cfg`; returns the summary written to the model card."""
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training job leaves: its summary (summary.json), the trained model and its tokenizer or processor
+    (in memory; final/ holds them on disk), and the output directory."""
+
+    summary: dict[str, Any]
+    model: Any
+    tokenizer: Any
+    output_dir: Path
+
+
+def train(cfg: Config, console: Console | None = None, inputs: RunInputs | None = None) -> TrainResult:
+    """Run the whole job described by `cfg` (with the objects of `inputs` in place of what it names)."""
     console = console or Console()
     started = time.perf_counter()
-    run = setup(cfg, console)
+    run = setup(cfg, console, inputs)
     loop = resume_or_start(run)
     main = run.accelerator.is_main_process
     before_path = run.output_dir / "eval_before.json"
     before = None
     if cfg.eval.before:
-        before = stored_eval(before_path) if loop.step > 0 and before_path.exists() else run_eval(run, "eval_before")
+        before = stored_eval(before_path) if loop.step > 0 and before_path.exists() else run_eval(run, "eval_before", 0)
     writer = None
     if main:
         truncate_logs(run, loop)
@@ -702,7 +759,7 @@ def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
     finally:
         if writer is not None:
             writer.close()
-    after = run_eval(run, "eval_after") if cfg.eval.after else None
+    after = run_eval(run, "eval_after", loop.step) if cfg.eval.after else None
     summary = {"algorithm": run.algo.name, "steps": loop.step, "wall_time_s": round(time.perf_counter() - started, 1),
                "accuracy_before": before["accuracy"] if before else None,
                "accuracy_after": after["accuracy"] if after else None,
@@ -715,4 +772,4 @@ def train(cfg: Config, console: Console | None = None) -> dict[str, Any]:
                    model_card(cfg, run.algo, summary))
         (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(run.console, {"before": before, "after": after})
-    return summary
+    return TrainResult(summary, run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir)

@@ -4,12 +4,14 @@ the prompt queue (`examples`), prompt rendering (`prompts`)."""
 from gpgrl.data.examples import (
     Example,
     PromptQueue,
+    dataset_examples,
     derive_seed,
+    given_splits,
     load_splits,
     normalise_question,
     reward_columns,
 )
 from gpgrl.data.prompts import render_prompt
 
-__all__ = ["Example", "PromptQueue", "derive_seed", "load_splits", "normalise_question", "render_prompt",
-           "reward_columns"]
+__all__ = ["Example", "PromptQueue", "dataset_examples", "derive_seed", "given_splits", "load_splits",
+           "normalise_question", "render_prompt", "reward_columns"]

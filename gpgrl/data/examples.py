@@ -42,7 +42,7 @@ _EVAL_ATTEMPTS_PER_ITEM = 20
 _EVAL_ATTEMPTS_MARGIN = 1000
 _MAX_GENERATOR_SEED = 2**31 - 1
 """Derived seeds stay below 2**31 so that `seed + index` fits generators that use numpy's 32-bit seeds."""
-RESERVED_COLUMNS = ("answer", "prompts", "completions", "completion_lengths")
+RESERVED_COLUMNS = ("answer", "prompts", "completions", "completion_lengths", "completion_ids", "trainer_state")
 """Names a dataset column cannot keep in `Example.columns`: reward functions receive these from the caller."""
 
 logger = logging.getLogger(__name__)
@@ -422,6 +422,46 @@ def _table_examples(table: Table, cfg: DataConfig) -> list[Example]:
     return [_row_example(row, cfg, i, base) for i, row in enumerate(table.rows)]
 
 
+def dataset_examples(dataset: Any, cfg: DataConfig, name: str) -> list[Example]:
+    """The examples of a dataset given in Python: a path (a data file or a dataset directory, read as
+    data.path would be, every row), a `datasets.Dataset`, or a list of dicts; the columns are those data.* names.
+    `name` ('train_dataset', 'eval_dataset') appears in errors with the row number."""
+    if isinstance(dataset, (str, Path)):
+        source = dataclasses.replace(cfg, path=str(dataset), source="auto", subset="", split="train", eval_split="")
+        table = read_table(source, "train", name)
+    else:
+        try:
+            rows = [dict(row) for row in dataset]
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{name} must be a path, a datasets.Dataset or a list of dicts (one per row), got "
+                              f"{type(dataset).__name__}") from err
+        if not rows:
+            raise ConfigError(f"{name} has no rows")
+        table = Table(name, [Row(row, f"{name} row {i}") for i, row in enumerate(rows, 1)])
+    return [dataclasses.replace(ex, index=i) for i, ex in enumerate(_table_examples(table, cfg))]
+
+
+def given_splits(cfg: DataConfig, train: Any = None, evals: Any = None) -> tuple[list[Example], list[Example]]:
+    """Training and held-out examples when a caller gives datasets (data.source=given, set by gpgrl.train when
+    datasets are given): a given one is that split; a training set given alone is held out from by a fractional
+    data.eval_split (else there is no held-out set). Training rows that occur in the held-out set are dropped, as
+    for files. With another data.source, the split not given comes from data.* as `load_splits` reads it."""
+    from_config = cfg.resolved_source() != "given"
+    train_examples = dataset_examples(train, cfg, "train_dataset") if train is not None else \
+        load_splits(cfg)[0] if from_config else []
+    if evals is not None:
+        eval_examples = dataset_examples(evals, cfg, "eval_dataset")
+    elif train is not None and not from_config:
+        fraction = cfg.eval_fraction()
+        train_examples, eval_examples = _hold_out(train_examples, fraction, cfg.seed) if fraction else \
+            (train_examples, [])
+    else:
+        eval_examples = load_splits(cfg)[1] if from_config else []
+    train_examples = _without_overlap(train_examples, eval_examples)
+    return ([dataclasses.replace(ex, index=i) for i, ex in enumerate(train_examples)],
+            [dataclasses.replace(ex, index=i) for i, ex in enumerate(eval_examples)])
+
+
 # ---------------------------------------------------------------- dataset splits
 
 
@@ -473,6 +513,9 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     Raises ConfigError naming the key to change, and the file and row for bad data.
     """
     source = cfg.resolved_source()
+    if source == "given":
+        raise ConfigError("data.source=given takes its prompts from the datasets given in Python (gpgrl.train("
+                          "train_dataset=..., eval_dataset=...)): give them, or choose another data.source")
     if source == "reasoning_gym":
         return _reasoning_gym_splits(cfg)
     if source == "shapes":

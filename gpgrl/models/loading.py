@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from gpgrl.config import ModelConfig
 from gpgrl.models.builtins import BUILTIN_MODELS, ModelLoadError, _discard, cache_root, ensure_builtin
-from gpgrl.models.kinds import ModelKind, lora_target_names, model_kind, vision_parameters
+from gpgrl.models.kinds import KINDS, ModelKind, lora_target_names, model_kind, vision_parameters
 from gpgrl.models.processors import load_processor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -213,7 +213,11 @@ def load_policy(cfg: ModelConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     """
     source, kind = _source_kind(cfg)
     processing = _processing(source, kind, cfg)
-    model: torch.nn.Module = _load_base(cfg, source, kind)
+    return _policy(cfg, seed, _load_base(cfg, source, kind), kind), processing
+
+
+def _policy(cfg: ModelConfig, seed: int, model: torch.nn.Module, kind: ModelKind) -> torch.nn.Module:
+    """The settings of model.* applied to a loaded model: gradient checkpointing, LoRA, the eye, train mode."""
     if cfg.gradient_checkpointing:
         _enable_checkpointing(model)
         if cfg.lora_r > 0:
@@ -222,7 +226,33 @@ def load_policy(cfg: ModelConfig, seed: int) -> tuple[torch.nn.Module, Any]:
         model = _apply_lora(model, cfg, seed, kind.lora_scope(model))
     _set_vision_trainable(model, cfg.freeze_vision)
     model.train()
-    return model, processing
+    return model
+
+
+def prepare_loaded(cfg: ModelConfig, seed: int, model: torch.nn.Module, processing: Any) -> tuple[torch.nn.Module, Any]:
+    """An already-loaded model and tokenizer (or processor) made ready as `load_policy` makes its own: tokenizer
+    conventions, cache flags, then gradient checkpointing, LoRA and the eye as model.* says."""
+    kind = KINDS["vision" if getattr(processing, "image_processor", None) is not None else "text"]
+    _check_kind_options(cfg, kind)
+    tokenizer = processing.tokenizer if kind.name == "vision" else processing
+    tokenizer.padding_side = "left"
+    _ensure_pad_token(tokenizer, "the given tokenizer")
+    if not getattr(processing, "chat_template", None) and not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError("the given tokenizer (or processor) has no chat template: gpgrl formats prompts as chat "
+                             "messages; set its chat_template")
+    if kind.name == "vision" and not getattr(processing, "chat_template", None):
+        processing.chat_template = tokenizer.chat_template
+    model.config.use_cache = False
+    model.generation_config.use_cache = True
+    return _policy(cfg, seed, model, kind), processing
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy (eval mode, no gradients) of a given model, as the KL term's reference."""
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
 
 
 def load_reference(cfg: ModelConfig) -> PreTrainedModel:

@@ -173,14 +173,14 @@ class _Call:
     timed_out: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, function: RewardFunction, args: tuple, kwargs: dict, timeout_s: float) -> _Call:
-        threading.Thread(target=self._run, args=(function, args, kwargs, timeout_s), daemon=True,
+    def start(self, function: RewardFunction, kwargs: dict, timeout_s: float) -> _Call:
+        threading.Thread(target=self._run, args=(function, kwargs, timeout_s), daemon=True,
                          name=f"gpgrl-reward-{self.name}").start()
         return self
 
-    def _run(self, function: RewardFunction, args: tuple, kwargs: dict, timeout_s: float) -> None:
+    def _run(self, function: RewardFunction, kwargs: dict, timeout_s: float) -> None:
         try:
-            values = function(*args, **kwargs)
+            values = function(**kwargs)  # every argument by keyword, as TRL calls reward functions
             if inspect.isawaitable(values):
                 try:
                     values = asyncio.run(_bounded(values, timeout_s))
@@ -248,6 +248,26 @@ def _as_float(value: Any, name: str, position: int) -> float | None:
 
 
 @dataclass(frozen=True)
+class TrainerState:
+    """What gpgrl passes as `trainer_state`: the attributes of transformers' TrainerState a reward reads."""
+
+    global_step: int = 0
+    """Optimizer steps completed (the step being scored is global_step + 1)."""
+    max_steps: int = 0
+    epoch: float = 0.0
+    """Epochs of the prompt stream started (an integer here)."""
+
+
+def trl_inputs(examples: Sequence[Any], texts: Sequence[str]) -> tuple[list[Any], list[Any]]:
+    """(prompts, completions) as TRL hands them to reward functions: for a conversational example its messages and
+    `[{"role": "assistant", "content": text}]`, otherwise the prompt text and the completion text."""
+    prompts = [list(ex.messages) if ex.messages else ex.question for ex in examples]
+    completions = [[{"role": "assistant", "content": text}] if ex.messages else text
+                   for ex, text in zip(examples, texts, strict=True)]
+    return prompts, completions
+
+
+@dataclass(frozen=True)
 class RewardOutput:
     """Scores of one batch of completions.
 
@@ -263,9 +283,19 @@ class RewardOutput:
     errors: dict[str, int] = field(default_factory=dict)
 
 
+def function_name(function: Any) -> str:
+    """The name a reward given as a Python callable goes by (its module and qualified name)."""
+    if isinstance(function, str):
+        return function
+    inner = getattr(function, "func", function)  # functools.partial
+    qualname = getattr(inner, "__qualname__", None) or type(inner).__qualname__
+    return f"{getattr(inner, '__module__', None) or type(inner).__module__}:{qualname}"
+
+
 def _labels(names: Sequence[str]) -> tuple[str, ...]:
-    """Short metric names: 'pkg.mod:fn' and 'path/file.py:fn' become 'fn' unless two would collide."""
-    short = tuple(n.rsplit(":", 1)[-1] for n in names)
+    """Short metric names: 'pkg.mod:fn', 'path/file.py:fn' and a callable's 'mod:outer.<locals>.fn' become 'fn'
+    unless two would collide."""
+    short = tuple(n.rsplit(":", 1)[-1].rsplit(".", 1)[-1] for n in names)
     return short if len(set(short)) == len(short) else tuple(names)
 
 
@@ -316,9 +346,10 @@ class RewardSet:
     abandoned (an async one is cancelled).
     """
 
-    def __init__(self, names: Sequence[str], weights: Sequence[float], kwargs: Mapping[str, Any] | None = None,
-                 timeout_s: float = 300.0, on_error: str = "raise") -> None:
-        names, weights = tuple(names), tuple(float(w) for w in weights)
+    def __init__(self, names: Sequence[str | RewardFunction], weights: Sequence[float],
+                 kwargs: Mapping[str, Any] | None = None, timeout_s: float = 300.0, on_error: str = "raise") -> None:
+        given = tuple(names)
+        names, weights = tuple(function_name(n) for n in given), tuple(float(w) for w in weights)
         _check_names(names, weights)
         if on_error not in ON_ERROR:
             raise ConfigError(f"reward.on_error={on_error!r} is not one of {', '.join(map(repr, ON_ERROR))}")
@@ -328,7 +359,9 @@ class RewardSet:
         self.labels = _labels(names)
         self.timeout_s, self.on_error = float(timeout_s), on_error
         params = _kwargs_by_name(names, self.labels, kwargs or {})
-        self.functions = tuple(load_reward_function(n, params.get(n)) for n in names)
+        self.functions = tuple(load_reward_function(n, params.get(n)) if isinstance(g, str) else
+                               _bind(g, params.get(n) or {}, f"reward.kwargs.{n}")
+                               for n, g in zip(names, given, strict=True))
 
     @classmethod
     def from_config(cls, cfg: RewardConfig) -> RewardSet:
@@ -338,17 +371,22 @@ class RewardSet:
         terms = " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights, strict=True))
         return f"RewardSet({terms})"
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str], columns: Mapping[str, Sequence[Any]],
-                 completion_lengths: Sequence[int] | None = None) -> RewardOutput:
-        """Score `completions`; `prompts`, every column and `completion_lengths` (tokens) are aligned with them."""
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Sequence[Any]],
+                 completion_lengths: Sequence[int] | None = None, completion_ids: Sequence[Any] | None = None,
+                 trainer_state: Any = None) -> RewardOutput:
+        """Score `completions`; `prompts`, every column, `completion_lengths` (tokens) and `completion_ids` are
+        aligned with them. Each function is called as TRL calls it: every argument by keyword (`prompts=`,
+        `completions=`, `completion_ids=`, each column under its own name, `trainer_state=`), plus gpgrl's
+        `completion_lengths` when given."""
         columns = dict(columns)
         if completion_lengths is not None:
             columns["completion_lengths"] = [int(n) for n in completion_lengths]
+        if completion_ids is not None:
+            columns["completion_ids"] = [list(map(int, ids)) for ids in completion_ids]
         _check_aligned(prompts, completions, columns)
-        args = (list(prompts), list(completions))
-        kwargs = {k: list(v) for k, v in columns.items()}
-        calls = [_Call(n).start(f, args, kwargs, self.timeout_s) for n, f in zip(self.names, self.functions,
-                                                                                   strict=True)]
+        kwargs = {"prompts": list(prompts), "completions": list(completions),
+                  **{k: list(v) for k, v in columns.items()}, "trainer_state": trainer_state}
+        calls = [_Call(n).start(f, kwargs, self.timeout_s) for n, f in zip(self.names, self.functions, strict=True)]
         _wait(calls, self.timeout_s)
         per_function: dict[str, list[float]] = {}
         invalid: dict[str, int] = {}
@@ -378,7 +416,7 @@ def _check_aligned(prompts: Sequence[str], completions: Sequence[str],
     if len(prompts) != n:
         raise RewardError(f"got {len(prompts)} prompts for {n} completions: pass one prompt per completion")
     for key, column in columns.items():
-        if key in ("prompts", "completions"):
+        if key in ("prompts", "completions", "trainer_state"):
             raise RewardError(f"column {key!r} clashes with the reward-function argument of the same name")
         if len(column) != n:
             raise RewardError(f"column {key!r} has {len(column)} values for {n} completions")

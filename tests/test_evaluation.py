@@ -1,4 +1,4 @@
-"""Tests of gpgrl.evaluate: pass@k against its closed form, majority vote, the aggregation of `evaluate` on
+"""Tests of gpgrl.evaluation: pass@k against its closed form, majority vote, the aggregation of `evaluate` on
 scripted completions (hand-computed metrics), the files it writes, and `gpgrl eval` end to end on the tiny model."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 import torch
 from rich.console import Console
 
-import gpgrl.evaluate as evaluate_module
+import gpgrl.evaluation as evaluate_module
 from gpgrl.cli import main
 from gpgrl.config import ConfigError, build_config
 from gpgrl.data import Example
-from gpgrl.evaluate import answer_key, evaluate, majority_vote, pass_at_k, summary_tables, write_eval
+from gpgrl.evaluation import answer_key, evaluate, majority_vote, pass_at_k, summary_tables, write_eval
 from gpgrl.rewards import RewardSet
 from gpgrl.rollout import Sample, SamplingParams
 

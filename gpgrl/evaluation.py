@@ -1,6 +1,7 @@
 """Held-out evaluation: n completions per item, pass@1, unbiased pass@k, majority vote, a per-group breakdown.
 
-Owns `evaluate` (training calls it before and after the run; `gpgrl eval` calls it through `run_eval_command`),
+Owns `evaluate` (training calls it before and after the run; `gpgrl eval` and `gpgrl.evaluate` through
+`run_evaluation`),
 the metrics (`pass_at_k`, `majority_vote`), `EvalResult` with its JSON summary, `write_eval` (the summary JSON and
 a JSONL of every completion with its rewards) and the summary tables printed on screen.
 
@@ -33,7 +34,7 @@ from rich.table import Table
 
 from gpgrl.config import Config, ConfigError, DataConfig, EvalConfig
 from gpgrl.data import Example, load_splits
-from gpgrl.rewards import RewardSet, accuracy, boxed_format, last_boxed, load_reward_function
+from gpgrl.rewards import RewardSet, TrainerState, accuracy, boxed_format, last_boxed, load_reward_function, trl_inputs
 from gpgrl.rollout import PromptEncoder, SamplingParams, generate, make_encoder
 
 CORRECT_AT = 1.0
@@ -102,6 +103,8 @@ class EvalResult:
     wall_time_s: float = 0.0
     means: dict[str, float] = field(default_factory=dict)
     """The scorer's mean score under its own name (boxes: mean_iou), when it is not a 0/1 verdict."""
+    items: str = ""
+    """Which rows were scored (`gpgrl eval` says, e.g. 'all 250 rows of data.path=...')."""
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"accuracy": self.accuracy, **self.means, "n": self.n,
@@ -115,6 +118,8 @@ class EvalResult:
             out["reward_invalid"] = self.reward_invalid
         if self.groups:
             out["groups"] = self.groups
+        if self.items:
+            out["items"] = self.items
         out["wall_time_s"] = round(self.wall_time_s, 3)
         return out
 
@@ -173,15 +178,20 @@ def _columns(examples: Sequence[Example]) -> dict[str, list[Any]]:
     return columns
 
 
-def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, Any]]) -> list[float]:
+def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, Any]],
+           state: TrainerState) -> list[float]:
     examples = [ex for ex, _ in flat]
-    scores = scorer([ex.question for ex in examples], [s.text for _, s in flat], **_columns(examples))
+    prompts, completions = trl_inputs(examples, [s.text for _, s in flat])
+    ids = [s.completion_ids.tolist() for _, s in flat]
+    scores = scorer(prompts=prompts, completions=completions, completion_ids=ids, **_columns(examples),
+                    trainer_state=state)
     return [0.0 if s is None or not math.isfinite(float(s)) else float(s) for s in scores]
 
 
 def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params: SamplingParams,
              scorer: Callable[..., list[float | None]] = accuracy, *, num_samples: int = 1,
-             ks: Sequence[int] = (1,), rewards: RewardSet | None = None) -> EvalResult:
+             ks: Sequence[int] = (1,), rewards: RewardSet | None = None,
+             state: TrainerState | None = None) -> EvalResult:
     """Generate `num_samples` completions per example (prompts encoded by `encoder`) and score them.
 
     `scorer` decides correctness (None counts as 0; correct = score >= its `correct_at`, default 1.0; its
@@ -198,11 +208,14 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
     correct_at = float(getattr(scorer, "correct_at", CORRECT_AT))
     groups = generate(model, encoder, [encoder.encode(ex) for ex in examples], num_samples, params)
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
-    scores = _score(scorer, flat)
+    state = state or TrainerState()
+    scores = _score(scorer, flat, state)
     texts = [s.text for _, s in flat]
     boxed = boxed_format([ex.question for ex, _ in flat], texts)
-    out = rewards([ex.question for ex, _ in flat], texts, _columns([ex for ex, _ in flat]),
-                  completion_lengths=[s.length for _, s in flat]) if rewards is not None else None
+    prompts, completions = trl_inputs([ex for ex, _ in flat], texts)
+    out = None if rewards is None else rewards(
+        prompts, completions, _columns([ex for ex, _ in flat]), completion_lengths=[s.length for _, s in flat],
+        completion_ids=[s.completion_ids.tolist() for _, s in flat], trainer_state=state)
     records = [{"index": ex.index, "sample": i % num_samples, "group": ex.group, "question": ex.question,
                 "answer": ex.answer, "completion": s.text, "score": score, "correct": score >= correct_at,
                 "answer_key": answer_key(s.text), "boxed": boxed[i], "truncated": s.truncated, "length": s.length,
@@ -293,46 +306,75 @@ def blank_path(path: Path) -> Path:
 
 
 def evaluate_and_write(model, encoder: PromptEncoder, examples: Sequence[Example], cfg: Config,
-                       rewards: RewardSet | None, path: Path) -> tuple[EvalResult, EvalResult | None]:
-    """The evaluation of `cfg.eval` written to `path`, and with eval.blank_control its blank-image control."""
+                       rewards: RewardSet | None, path: Path, state: TrainerState | None = None,
+                       items: str = "") -> tuple[EvalResult, EvalResult | None]:
+    """The evaluation of `cfg.eval` written to `path`, and with eval.blank_control its blank-image control; `items`
+    says in the summary which rows were scored."""
     e = cfg.eval
     scorer = load_scorer(cfg)
     if e.blank_control and not any(ex.images for ex in examples):
         raise ConfigError("eval.blank_control=true replaces the items' images, but these items have none: remove "
                           "it or evaluate image data")
     result = evaluate(model, encoder, examples, sampling_params(e), scorer, num_samples=e.num_samples, ks=e.k,
-                      rewards=rewards)
+                      rewards=rewards, state=state)
+    result = dataclasses.replace(result, items=items)
     write_eval(result, path)
     if not e.blank_control:
         return result, None
     control = evaluate(model, encoder, blank_controls(examples), sampling_params(e), scorer,
-                       num_samples=e.num_samples, ks=e.k, rewards=rewards)
+                       num_samples=e.num_samples, ks=e.k, rewards=rewards, state=state)
+    control = dataclasses.replace(control, items=f"{items}, images blank" if items else "images blank")
     write_eval(control, blank_path(path))
     return result, control
 
 
-def run_eval_command(cfg: Config, console: Console) -> EvalResult:
-    """`gpgrl eval`: the model of `cfg.model` on the eval split of `cfg.data`; writes eval.output (+ JSONL)."""
-    import torch
-
-    from gpgrl.models import load_policy  # heavy: only once the config and the data are known to be good
-
-    _, examples = load_splits(cfg.data)
+def eval_items(cfg: Config) -> tuple[list[Example], str]:
+    """The items `gpgrl eval` scores and where they come from: the eval split of data.*; for a data file or a local
+    dataset directory without data.eval_split, every row of data.split (someone evaluating a file means all of it)."""
+    data = cfg.data
+    whole = not data.eval_split and data.resolved_source() in ("file", "hf") and Path(data.path).exists()
+    if whole:
+        data = dataclasses.replace(data, eval_split="1.0", split=data.split or "train")
+    _, examples = load_splits(data)
     if not examples:
         raise ConfigError("the eval split is empty: set data.eval_size (reasoning-gym), or data.eval_split (a "
                           "split name such as test, or a fraction such as 0.1 of data.split; 1.0 = all of it)")
-    rewards = RewardSet.from_config(cfg.reward)
+    if whole:
+        return examples, f"all {len(examples)} rows of data.path={data.path!r} (split {data.split!r})"
+    if data.resolved_source() in ("reasoning_gym", "shapes"):
+        return examples, f"the {len(examples)} held-out items of {data.resolved_source()} task {data.task!r}"
+    return examples, f"the {len(examples)} rows of data.eval_split={data.eval_split!r} of {data.path or data.source}"
+
+
+def _eval_model(cfg: Config, inputs: Any) -> tuple[Any, Any]:
+    from gpgrl.models import load_policy, prepare_loaded  # heavy: only once the config and the data are good
+
+    if inputs is not None and inputs.model is not None:
+        return prepare_loaded(cfg.model, cfg.train.seed, inputs.model, inputs.processing)
+    return load_policy(cfg.model, cfg.train.seed)
+
+
+def run_evaluation(cfg: Config, console: Console, inputs: Any = None,
+                   examples: Sequence[Example] | None = None) -> EvalResult:
+    """`gpgrl eval` and `gpgrl.evaluate`: the model of `cfg.model` (or `inputs.model`) on `eval_items(cfg)` (or the
+    given examples); writes eval.output (+ JSONL, + the blank-image control) and prints the tables."""
+    import torch
+
+    items = "the given eval_dataset" if examples is not None else ""
+    if examples is None:
+        examples, items = eval_items(cfg)
+    rewards = inputs.rewards if inputs is not None and inputs.rewards is not None else RewardSet.from_config(cfg.reward)
     load_scorer(cfg)  # a bad eval.scorer fails before the model loads
-    model, tokenizer = load_policy(cfg.model, cfg.train.seed)
+    model, tokenizer = _eval_model(cfg, inputs)
     encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     if torch.cuda.is_available():
         model = model.to("cuda")
     torch.manual_seed(cfg.train.seed)
     e = cfg.eval
-    console.print(f"evaluating {cfg.model.name} on {len(examples)} items x {e.num_samples} samples "
-                  f"(temperature {e.temperature}, top_p {e.top_p}, {e.max_new_tokens} new tokens)")
+    console.print(f"evaluating {cfg.model.name} on {items} x {e.num_samples} samples (temperature "
+                  f"{e.temperature}, top_p {e.top_p}, {e.max_new_tokens} new tokens)")
     path = output_path(cfg)
-    result, control = evaluate_and_write(model, encoder, examples, cfg, rewards, path)
+    result, control = evaluate_and_write(model, encoder, list(examples), cfg, rewards, path, items=items)
     for table in summary_tables(result, title=f"{cfg.model.name}: eval"):
         console.print(table)
     if control is not None:
@@ -340,3 +382,4 @@ def run_eval_command(cfg: Config, console: Console) -> EvalResult:
                       f"{result.accuracy:.3f}); wrote {blank_path(path)}")
     console.print(f"wrote {path} and {path.with_name(path.stem + '_completions.jsonl')}")
     return result
+

@@ -59,6 +59,11 @@ def _resolve(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(soft_wrap=True)  # messages stay on one line (greppable logs)
+    from gpgrl.logs import quiet_progress_bars, show_phases
+
+    show_phases()
+    if args.command in ("train", "eval", "compare"):
+        quiet_progress_bars()
     try:
         if args.command == "presets":
             from gpgrl.algos.presets import presets_table
@@ -89,11 +94,11 @@ def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "")
     """Run a training job; exit 0, 2 for a config error, 1 for a runtime failure, 128+N on signal N."""
     from gpgrl.models import ModelLoadError
     from gpgrl.rewards import RewardError
-    from gpgrl.trainer import CheckpointError, Interrupted, TrainingDiverged
+    from gpgrl.trainer import Aborted, CheckpointError, Interrupted, TrainingDiverged
 
     try:
         job()
-    except Interrupted as stop:
+    except (Interrupted, Aborted) as stop:
         console.print(f"[yellow]{stop}{resume_hint}", highlight=False)
         return 128 + stop.signum
     except (ConfigError, ModelLoadError, RewardError, TrainingDiverged, CheckpointError) as err:

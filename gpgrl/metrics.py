@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -64,13 +71,38 @@ class MetricsWriter:
             self._wandb.finish()
 
 
+def _first_reward(m: dict[str, Any]) -> str:
+    """The accuracy reward's mean (else the first reward function's), named."""
+    keys = [k for k in m if k.startswith("reward/")]
+    key = "reward/accuracy" if "reward/accuracy" in m else keys[0] if keys else None
+    return f"{key.split('/', 1)[1]} {m[key]:.3f}" if key else ""
+
+
+def figures(m: dict[str, Any]) -> str:
+    """A step's reward, accuracy reward, α, informative fraction and tokens/s."""
+    named = _first_reward(m)
+    return (f"reward {m['reward_mean']:.3f}  {named + '  ' if named else ''}α {m['alpha']:.2f}  "
+            f"informative {m['valid_group_fraction']:.2f}  {m['tokens_per_s']:.0f} tok/s")
+
+
+def step_line(m: dict[str, Any], total: int, seconds_per_step: float) -> str:
+    """One step as text: step, s/step, ETA, then `figures`."""
+    eta = seconds_per_step * (total - m["step"])
+    return (f"step {m['step']}/{total}  {seconds_per_step:.1f} s/step  ETA {int(eta // 60)}m{int(eta % 60):02d}s  "
+            f"{figures(m)}")
+
+
 class ProgressBar:
-    """A live bar with reward, α, informative fraction, tokens/s and the generate/reward/train time split."""
+    """The live progress: on a terminal a bar with s/step, ETA, reward, the accuracy reward, α and the informative
+    fraction; elsewhere (a log file) one line per step with the same figures."""
 
     def __init__(self, total: int, enabled: bool, console: Console, completed: int = 0):
-        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                  console=console, disable=not enabled)
+        self._total, self._enabled, self._console = total, enabled, console
+        self._seconds: list[float] = []
+        self._live = enabled and console.is_terminal
+        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                  console=console, disable=not self._live)
         self._task = self._progress.add_task("train", total=total, completed=completed, info="")
 
     def __enter__(self) -> ProgressBar:
@@ -81,7 +113,10 @@ class ProgressBar:
         self._progress.stop()
 
     def update(self, m: dict[str, Any]) -> None:
-        info = (f"reward {m['reward_mean']:.3f}  α {m['alpha']:.2f}  valid {m['valid_group_fraction']:.2f}  "
-                f"{m['tokens_per_s']:.0f} tok/s  gen/rew/train {m['time_generate_s']:.1f}/"
-                f"{m['time_reward_s']:.1f}/{m['time_train_s']:.1f}s")
-        self._progress.update(self._task, completed=m["step"], info=info)
+        self._seconds.append(float(m["step_time_s"]))
+        recent = self._seconds[-5:]
+        per_step = sum(recent) / len(recent)
+        if self._live:
+            self._progress.update(self._task, completed=m["step"], info=f"{per_step:.1f} s/step  {figures(m)}")
+        elif self._enabled:
+            self._console.print(step_line(m, self._total, per_step), highlight=False, markup=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from rich.console import Console
@@ -540,9 +541,29 @@ def data_description(cfg: Config) -> str:
             "held-out items")
 
 
-def model_card(cfg: Config, algo: Algorithm, summary: dict[str, Any]) -> str:
+def card_metadata(cfg: Config, algo: Algorithm, vision: bool) -> dict[str, Any]:
+    """The model card's YAML header, as the Hugging Face Hub reads it: base model, datasets, tags."""
+    from gpgrl.models import BUILTIN_MODELS
+    from gpgrl.models.loading import looks_like_path
+
+    name = cfg.model.name
+    base = BUILTIN_MODELS[name].hub_id if name in BUILTIN_MODELS else "" if looks_like_path(name) or \
+        Path(name).exists() else name
+    meta: dict[str, Any] = {"library_name": "transformers",
+                            "pipeline_tag": "image-text-to-text" if vision else "text-generation"}
+    if base:
+        meta["base_model"] = base
+    d = cfg.data
+    if d.resolved_source() == "hf" and not Path(d.path).exists():
+        meta["datasets"] = [d.path]
+    meta["tags"] = list(dict.fromkeys(["gpgrl", "gpg", "reinforcement-learning", algo.name]))
+    return meta
+
+
+def model_card(cfg: Config, algo: Algorithm, summary: dict[str, Any], vision: bool = False) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
-    return (f"# {cfg.model.name} fine-tuned with gpgrl ({algo.name})\n\n"
+    front = yaml.safe_dump(card_metadata(cfg, algo, vision), sort_keys=False)
+    return (f"---\n{front}---\n\n# {cfg.model.name} fine-tuned with gpgrl ({algo.name})\n\n"
             f"Trained with gpgrl's `{algo.name}` preset: {algo.summary}\n"
             f"Paper: {algo.paper}. Data: {data_description(cfg)}.\n"
             f"Rewards: {', '.join(cfg.reward.functions)} with weights {list(cfg.reward.weights)}.\n\n"
@@ -581,17 +602,32 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written (e.g. a full disk); the previous one is intact."""
 
 
-class StopSignals:
-    """Turns the first SIGINT/SIGTERM into a request to stop after the current step; a second one aborts."""
+class Aborted(BaseException):
+    """A second SIGINT/SIGTERM arrived during a step: the run stops at once (a BaseException, as KeyboardInterrupt:
+    no handler saves or retries on the way out); the message names the newest checkpoint to resume from."""
 
-    def __init__(self) -> None:
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step, said at once; a second one
+    aborts (`Aborted`, naming the newest checkpoint). `step` is the step in progress, set by the loop."""
+
+    def __init__(self, say: Callable[[str], Any] = print, newest: Callable[[], str] = lambda: "(none)") -> None:
         self.received: int | None = None
+        self.step = 0
+        self._say, self._newest = say, newest
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self.received is not None:
-            raise KeyboardInterrupt
+            raise Aborted(signum, f"aborted by a second {name} during step {self.step}; the newest checkpoint is "
+                                  f"{self._newest()}")
         self.received = signum
+        self._say(f"{name}: stopping after step {self.step} (again to abort)")
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -602,6 +638,14 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def newest_checkpoint(run: Run) -> str:
+    """The newest complete checkpoint of the run and how to resume from it, or that there is none."""
+    path = latest_checkpoint(run.output_dir)
+    if path is None:
+        return "(none: the run starts over)"
+    return f"{path} (resume with: gpgrl train --config {run.output_dir / 'config.yaml'} train.resume=true)"
 
 
 def _file_size(path: Path) -> int:
@@ -704,8 +748,9 @@ def agreed_signal(run: Run, received: int | None) -> int | None:
 def run_steps(run: Run, loop: LoopState, writer: MetricsWriter | None, bar: ProgressBar) -> LoopState:
     """Steps loop.step+1 .. max_steps with checkpoints, stop signals and the non-finite-step limit."""
     cfg = run.cfg
-    with StopSignals() as signals:
+    with StopSignals(run.console.print, lambda: newest_checkpoint(run)) as signals:
         for step in range(loop.step + 1, cfg.train.max_steps + 1):
+            signals.step = step
             loop = run_one_step(run, loop, step, writer, bar)
             diverged = loop.bad_steps_in_a_row >= cfg.train.max_bad_steps
             received = agreed_signal(run, signals.received)
@@ -769,7 +814,7 @@ def train(cfg: Config, console: Console | None = None, inputs: RunInputs | None 
                        accuracy_after_blank=(after or {}).get("accuracy_blank"))
     if main:
         save_final(run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir / "final",
-                   model_card(cfg, run.algo, summary))
+                   model_card(cfg, run.algo, summary, run.encoder.accepts_images))
         (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(run.console, {"before": before, "after": after})
     return TrainResult(summary, run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir)

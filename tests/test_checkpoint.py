@@ -216,11 +216,32 @@ def test_prompts_longer_than_the_limit_are_dropped_and_counted(tmp_path, capsys)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_second_signal_aborts_immediately():
-    from gpgrl.trainer import StopSignals
+def test_the_first_signal_is_answered_at_once_and_a_second_aborts():
+    from gpgrl.trainer import Aborted, StopSignals
 
-    with StopSignals() as signals:
+    said = []
+    with StopSignals(said.append, lambda: "checkpoint-00000002") as signals:
+        signals.step = 3
         os.kill(os.getpid(), signal.SIGINT)
-        assert signals.received == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):
+        assert signals.received == signal.SIGINT and said == ["SIGINT: stopping after step 3 (again to abort)"]
+        with pytest.raises(Aborted, match="aborted by a second SIGINT during step 3; the newest checkpoint is "
+                                          "checkpoint-00000002"):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_signal_ends_the_command_with_one_line_and_no_traceback(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gpgrl", *_args(tmp_path, out, "train.max_steps=50",
+                                                                     "train.save_every=1")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while latest_checkpoint(out) is None:
+        assert proc.poll() is None and time.time() < deadline, "the run ended before the signals"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "(again to abort)" in stdout and "aborted by a second SIGINT during step" in stdout
+    assert "train.resume=true" in stdout and "Traceback" not in stdout + stderr

@@ -135,3 +135,45 @@ def test_real_default_two_steps(tmp_path):
     metrics = _records(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
     assert json.loads((out / "eval_after.json").read_text())["n"] == 8
+
+
+def test_final_has_a_hub_model_card_and_a_log_file_gets_lines_not_progress_frames(tmp_path):
+    """Run as `make demo > log` would be: stdout and stderr are files, not terminals."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "run"
+    args = ["model.name=tiny-random", f"model.cache_dir={tmp_path / 'cache'}", f"train.output_dir={out}",
+            "data.train_size=32", "data.eval_size=2", "rollout.prompts_per_step=2", "rollout.generations_per_prompt=2",
+            "rollout.max_new_tokens=4", "eval.max_new_tokens=4", "train.max_steps=2"]
+    done = subprocess.run([sys.executable, "-m", "gpgrl", "train", *args], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stdout + done.stderr
+    assert "\r" not in log  # no carriage-return progress frames
+    assert "building the built-in model 'tiny-random'" in log and "loading model 'tiny-random' (text)" in log
+    steps = [line for line in done.stdout.splitlines() if line.startswith("step ") and "s/step" in line]
+    assert [line.split()[1] for line in steps] == ["1/2", "2/2"]
+    assert all(k in steps[0] for k in ("ETA", "reward", "accuracy", "α", "informative")), steps[0]
+    card = (out / "final" / "README.md").read_text()
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert {"gpgrl", "gpg", "reinforcement-learning"} <= set(meta["tags"])
+    assert meta["pipeline_tag"] == "text-generation" and "base_model" not in meta  # a random test model
+
+
+def test_card_metadata_names_the_hub_base_model_and_datasets():
+    from gpgrl.algos.presets import resolve_algorithm
+    from gpgrl.config import build_config
+    from gpgrl.trainer import card_metadata
+
+    meta = card_metadata(build_config(), resolve_algorithm("gpg"), vision=False)
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "datasets" not in meta
+    cfg = build_config({}, ["model.name=Qwen/Qwen2-VL-2B-Instruct", "data.path=openai/gsm8k", "data.subset=main",
+                            "algorithm.name=grpo"])
+    meta = card_metadata(cfg, resolve_algorithm("grpo"), vision=True)
+    assert meta == {"library_name": "transformers", "pipeline_tag": "image-text-to-text",
+                    "base_model": "Qwen/Qwen2-VL-2B-Instruct", "datasets": ["openai/gsm8k"],
+                    "tags": ["gpgrl", "gpg", "reinforcement-learning", "grpo"]}

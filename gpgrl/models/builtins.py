@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from gpgrl.config import ModelConfig
+from gpgrl.logs import phase
 from gpgrl.models import vision
 
 try:  # POSIX advisory lock; builds stay correct without it (rename race), only slower
@@ -228,6 +229,8 @@ class BuiltinModel:
     """Directory name under the cache root; change it whenever the build changes."""
     build: Callable[[Path], dict[str, Any]]
     """Writes a from_pretrained-loadable checkpoint into the given directory; returns marker metadata."""
+    hub_id: str = ""
+    """The Hugging Face Hub model it is built from (a model card's base_model); empty for random test models."""
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -236,6 +239,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                     "dequantized to fp32 (134.5 M parameters); pad token <|endoftext|>, eos <|im_end|>",
         cache_name=f"smollm2-135m-instruct-{_SMOLLM2_SHA256[:12]}",
         build=_build_smollm2,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "tiny-random": BuiltinModel(
         description="NOT a real model: a randomly initialised 2-layer Qwen2 (hidden 64) with a 512-token "
@@ -267,6 +271,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                     "eye; text-only prompts give SmolLM2's logits exactly; 4-16 visual tokens per image",
         cache_name=f"smollm2-135m-vision-{_SMOLLM2_SHA256[:12]}-v1",
         build=vision._build_smollm2_vision,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 
@@ -347,7 +352,10 @@ def ensure_builtin(name: str, root: Path) -> Path:
                 if target.exists() and not _is_complete(target, name):
                     _discard(target)  # no valid marker: a leftover nobody may trust
                 _sweep_stale(root, spec.cache_name)
+                started = time.perf_counter()
+                phase(f"building the built-in model {name!r} in {target} (once)")
                 _build_into_cache(name, spec, target)
+                phase(f"built {name!r} in {time.perf_counter() - started:.0f} s")
     except OSError as err:
         raise ModelLoadError(f"model.name={name!r}: cannot build the cached checkpoint in {root} ({err}); "
                              "make sure it is writable with ~600 MB free, or point model.cache_dir "

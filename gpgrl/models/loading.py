@@ -22,6 +22,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from gpgrl.config import ModelConfig
+from gpgrl.logs import phase
 from gpgrl.models.builtins import BUILTIN_MODELS, ModelLoadError, _discard, cache_root, ensure_builtin
 from gpgrl.models.kinds import KINDS, ModelKind, lora_target_names, model_kind, vision_parameters
 from gpgrl.models.processors import load_processor
@@ -29,7 +30,7 @@ from gpgrl.models.processors import load_processor
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """A hub id is 'name' or 'org/name'; anything else with separators, '.', '~' or a drive is a path."""
     return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
             or name.endswith("/") or (os.altsep is not None and os.altsep in name))
@@ -49,7 +50,7 @@ def resolve_model_source(cfg: ModelConfig) -> str:
     if path.exists():
         raise ModelLoadError(f"model.name={cfg.name!r} is a file: give the directory that holds config.json, "
                              "the weights and the tokenizer")
-    if _looks_like_path(cfg.name):
+    if looks_like_path(cfg.name):
         raise ModelLoadError(f"model.name={cfg.name!r}: no such directory; give an existing checkpoint "
                              f"directory, a hub id, or a built-in name ({', '.join(BUILTIN_MODELS)})")
     return cfg.name
@@ -213,6 +214,7 @@ def load_policy(cfg: ModelConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     """
     source, kind = _source_kind(cfg)
     processing = _processing(source, kind, cfg)
+    phase(f"loading model {cfg.name!r} ({kind.name}) from {source}")
     return _policy(cfg, seed, _load_base(cfg, source, kind), kind), processing
 
 

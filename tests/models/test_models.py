@@ -48,20 +48,20 @@ def _logits(model: torch.nn.Module, tokenizer) -> torch.Tensor:
 # ---------------------------------------------------------------- tiny-random build and cache
 
 
-def test_tiny_builds_with_marker_and_is_cached(tmp_path: Path) -> None:
+def test_tiny_builds_with_marker_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ModelConfig(name="tiny-random", cache_dir=str(tmp_path))
-    start = time.perf_counter()
     source = Path(resolve_model_source(cfg))
-    build_s = time.perf_counter() - start
     assert source == tmp_path / BUILTIN_MODELS["tiny-random"].cache_name
-    assert build_s < 3.0
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", MARKER_FILE):
         assert (source / name).is_file(), name
     marker = json.loads((source / MARKER_FILE).read_text())
     assert marker["name"] == "tiny-random" and "NOT a real model" in marker["source"]
-    start = time.perf_counter()
+    def no_rebuild(out: Path) -> None:
+        raise AssertionError("a cached built-in was built again")
+
+    monkeypatch.setitem(BUILTIN_MODELS, "tiny-random", dataclasses.replace(BUILTIN_MODELS["tiny-random"],
+                                                                            build=no_rebuild))
     assert Path(resolve_model_source(cfg)) == source
-    assert time.perf_counter() - start < 0.1  # cached: no rebuild
     assert json.loads((source / MARKER_FILE).read_text()) == marker
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
@@ -328,8 +328,7 @@ def test_smollm2_converts_generates_and_caches() -> None:
     assert Path(resolve_model_source(cfg)) == source
     load_policy(cfg, seed=0)
     cached_s = time.perf_counter() - start
-    assert json.loads((source / MARKER_FILE).read_text()) == marker
-    assert cached_s < 10.0
+    assert json.loads((source / MARKER_FILE).read_text()) == marker  # the same build: not converted again
     print(f"\nsmollm2: first resolve {first_s:.1f} s (built in {marker['built_s']} s), cached load "
           f"{cached_s:.1f} s, greedy: {text!r}")
 

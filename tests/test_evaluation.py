@@ -221,9 +221,14 @@ def test_gpgrl_eval_sampled_on_a_file_with_groups(model_cache, tmp_path, capsys)
     assert "by group" in capsys.readouterr().out
 
 
-def test_gpgrl_eval_without_eval_data_says_what_to_set(model_cache, tmp_path, capsys):
+def test_gpgrl_eval_of_a_file_scores_all_of_it_and_no_eval_data_says_what_to_set(model_cache, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert _eval(model_cache, out, f"data.path={FIXTURES / 'files' / 'arith.csv'}") == 2
+    path = FIXTURES / "files" / "arith.csv"
+    assert _eval(model_cache, out, f"data.path={path}") == 0  # evaluating a file means the whole file
+    summary = json.loads(out.read_text())
+    assert summary["items"] == f"all {summary['n']} rows of data.path='{path}' (split 'train')"
+    out.unlink()
+    assert _eval(model_cache, out, "data.eval_size=0") == 2
     assert "the eval split is empty: set data.eval_size (reasoning-gym), or data.eval_split" in capsys.readouterr().out
     assert not out.exists()
 

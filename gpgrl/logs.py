@@ -9,6 +9,7 @@ turns them off when stderr is not a terminal, and gpgrl says each phase in one l
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 logger = logging.getLogger("gpgrl")
@@ -20,6 +21,7 @@ def quiet_progress_bars(stream=None) -> bool:
     stream = stream or sys.stderr
     if getattr(stream, "isatty", lambda: False)():
         return False
+    os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is imported: transformers' GGUF conversion calls it directly
     import datasets
     import huggingface_hub.utils
     import transformers

@@ -45,6 +45,41 @@ def test_the_no_video_processor_is_rebuilt_from_its_parts(cache):
     assert load_processing(cfg(cache)).image_processor is not None
 
 
+def test_a_smolvlm_processor_without_video_saves_and_reloads(tmp_path):
+    from PIL import Image
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    from gpgrl.models.vision import IDEFICS3_TOKENS, _tiny_tokenizer, chat_template
+
+    tokenizer = _tiny_tokenizer(IDEFICS3_TOKENS)
+    tokenizer.chat_template = chat_template("<image>")
+    image_processor = SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 64},
+                                               max_image_size={"longest_edge": 64})
+    processor = NO_VIDEO["SmolVLMProcessor"](image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+                                             chat_template=tokenizer.chat_template)
+    processor.save_pretrained(tmp_path)
+    reloaded = load_processor(str(tmp_path), True)
+    assert type(reloaded) is NO_VIDEO["SmolVLMProcessor"] and reloaded.image_seq_len == 4
+    out = reloaded(text=["<image>What is it?"], images=[[Image.new("RGB", (64, 64))]], return_tensors="pt")
+    assert out["pixel_values"].shape == (1, 1, 3, 64, 64)
+
+
+def test_bfloat16_vision_models_sample_and_score(cache):
+    from PIL import Image
+
+    from gpgrl.data import Example
+    from gpgrl.data.images import in_memory
+    from gpgrl.rollout import SamplingParams, collate, generate, make_encoder, token_logprobs
+
+    model, processor = load_policy(cfg(cache, dtype="bfloat16"), 0)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    encoder = make_encoder(processor, model, "", "{question}")
+    prompt = encoder.encode(Example("q", "a", images=(in_memory(Image.new("RGB", (56, 56), "red"), "x"),)))
+    samples = generate(model, encoder, [prompt], 2, SamplingParams(4, 1.0, shared_prefill=True))[0]
+    logp = token_logprobs(model, collate(samples, encoder.pad_id, suppressed_ids=encoder.suppressed_ids), 1.0)
+    assert logp.dtype == torch.float32 and torch.isfinite(logp).all()
+
+
 def test_lora_goes_on_the_language_model_only_and_the_eye_keeps_training(cache):
     model, _ = load_policy(cfg(cache, lora_r=4), 0)
     prefix = language_model_prefix(model.get_base_model())

@@ -259,13 +259,21 @@ class RolloutConfig:
     min_new_tokens: int = 0
     """EOS is masked until this many tokens are generated (0 = off). Meant for equal-length benchmarks: it changes
     the sampling distribution, which the training log-probs do not model."""
-    shared_prefill: bool = False
-    """Sample with gpgrl's KV-cached loop, which encodes each prompt once for its G completions, instead of HF
-    `generate` (which encodes it G times). Same tokens for the same seed up to float rounding; of the generation
-    settings it applies temperature, top_p and min_new_tokens only."""
-    shared_prompt_forward: bool = False
+    shared_prefill: bool = True
+    """Sample with gpgrl's KV-cached loop, which encodes each prompt (images included) once for its G completions,
+    instead of HF `generate` (which encodes it G times). Same tokens for the same seed up to float rounding; of the
+    generation settings it applies temperature, top_p, min_new_tokens and the never-sampled image tokens only
+    (false: HF `generate` with the model's generation config)."""
+    stop_after_answer: bool = False
+    """End a completion at its first complete answer: the brace that closes its first \\boxed{...}, or its first
+    </answer>. For rewards that read only up to the answer (accuracy, boxed_format, label, ...): the tokens up to
+    the stop are sampled as before, and the completion, its length and its log-probs are those tokens. Not for
+    rewards that read past it (cosine and repetition_penalty score the whole text; a \\boxed{} inside <think>
+    would end the completion before its </answer>)."""
+    shared_prompt_forward: bool = True
     """Training forward: run each distinct prompt of a micro-batch once and its completions on the prompt's KV
-    cache. Same gradient up to float rounding; needs model.gradient_checkpointing=false."""
+    cache. Same gradient up to float rounding. Falls back to the plain forward, quietly, where a KV cache cannot
+    carry gradients: under gradient checkpointing and under DDP (several processes)."""
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step > 0, f"rollout.prompts_per_step={self.prompts_per_step} must be > 0")
@@ -632,9 +640,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
     except (KeyError, ValueError) as err:
         raise ConfigError(f"algorithm: {err.args[0] if err.args else err}") from err
-    _require(not (cfg.rollout.shared_prompt_forward and cfg.model.gradient_checkpointing),
-             "rollout.shared_prompt_forward=true keeps the prompt's KV cache for the backward pass, which gradient "
-             "checkpointing cannot: set model.gradient_checkpointing=false or rollout.shared_prompt_forward=false")
     p = cfg.rollout.prompts_per_step
     _require(p % world_size == 0,
              f"rollout.prompts_per_step={p} is not divisible by the {world_size} processes: whole groups of "

@@ -269,7 +269,7 @@ def generate_chunk(run: Run, examples: Sequence[Example], seed: int) -> list[lis
     """G completions for each example of one generation chunk, sampled from the chunk's own seed."""
     r = run.cfg.rollout
     params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.generation_batch_size, r.min_new_tokens,
-                            r.shared_prefill, run.cfg.model.autocast_bf16)
+                            r.shared_prefill, run.cfg.model.autocast_bf16, r.stop_after_answer)
     prompts = [run.encoder.encode(ex) for ex in examples]  # each prompt's images are processed once, here
     with seeded(seed):
         return generate(run.accelerator.unwrap_model(run.model), run.encoder, prompts, r.generations_per_prompt,

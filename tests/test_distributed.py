@@ -30,7 +30,9 @@ def _run(tmp_path: Path, name: str, processes: int, *overrides: str) -> Path:
             "data.train_size=64", "data.eval_size=4", "rollout.prompts_per_step=4", "rollout.generations_per_prompt=4",
             "rollout.max_new_tokens=8", "rollout.generation_batch_size=8", "rollout.micro_batch_size=4",
             "logging.progress=false", "optim.lr=1e-3", "eval.before=false", "eval.after=false",
-            f"reward.functions={REWARDS}:has_digit", "reward.weights=[1.0]", *overrides]
+            f"reward.functions={REWARDS}:has_digit", "reward.weights=[1.0]",
+            # DDP trains with the plain forward; one process would share prompts, equal only up to float rounding
+            "rollout.shared_prompt_forward=false", *overrides]
     launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     cmd = [*launcher, "-m", "gpgrl", *args] if processes > 1 else [sys.executable, "-m", "gpgrl", *args]
@@ -70,7 +72,8 @@ def test_two_process_run_killed_then_resumed_equals_uninterrupted(tmp_path):
             "data.train_size=64", "data.eval_size=4", "rollout.prompts_per_step=4", "rollout.generations_per_prompt=4",
             "rollout.max_new_tokens=8", "rollout.generation_batch_size=8", "rollout.micro_batch_size=4",
             "logging.progress=false", "optim.lr=1e-3", "eval.before=false", "eval.after=false",
-            f"reward.functions={REWARDS}:has_digit", "reward.weights=[1.0]", "train.max_steps=4", "train.save_every=1"]
+            f"reward.functions={REWARDS}:has_digit", "reward.weights=[1.0]", "train.max_steps=4", "train.save_every=1",
+            "rollout.shared_prompt_forward=false"]
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "gpgrl", *args]

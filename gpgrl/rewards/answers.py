@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_BOXED = "\\boxed"
 
 
 def completion_text(completion: Any) -> str:
@@ -40,3 +41,30 @@ def answer_part(completion: Any) -> str:
     """What a reward reads as the answer: the `<answer>` block's content if any, else the whole completion."""
     tagged = tagged_answer(completion)
     return tagged if tagged is not None else completion_text(completion).strip()
+
+
+def answer_end(text: str) -> int | None:
+    r"""Where the first complete answer ends: after the brace closing the first `\boxed{...}`, or after the first
+    `</answer>` (whichever comes first); None while there is none. What `rollout.stop_after_answer` stops at.
+
+    >>> answer_end(r"so \boxed{\frac{1}{2}}. More"), answer_end("<answer>4</answer>\n"), answer_end(r"\boxed{1")
+    (22, 18, None)
+    """
+    ends = []
+    tag = text.find("</answer>")
+    if tag != -1:
+        ends.append(tag + len("</answer>"))
+    start = text.find(_BOXED)
+    if start != -1:
+        i = start + len(_BOXED)
+        while i < len(text) and text[i].isspace():
+            i += 1
+        depth = 0
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0 and text[j] == "}":
+                ends.append(j + 1)
+                break
+            if depth == 0:
+                break  # \boxed not followed by a brace
+    return min(ends) if ends else None

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import TopPLogitsWarper
+from transformers import StoppingCriteria, StoppingCriteriaList, TopPLogitsWarper
 
+from gpgrl.rewards.answers import answer_end
 from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
 
@@ -52,6 +53,7 @@ class SamplingParams:
     min_new_tokens: int = 0  # EOS is masked before this many new tokens (equal-length benchmarks)
     shared_prefill: bool = False  # encode each prompt once and copy its KV cache to its n completions
     autocast_bf16: bool = False  # sample under bf16 autocast (LM head in fp32)
+    stop_after_answer: bool = False  # a completion ends with its first complete answer (\boxed{...}, </answer>)
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -87,19 +89,77 @@ def _generate_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInput
         kwargs["min_new_tokens"] = params.min_new_tokens
     if encoder.suppressed_ids:
         kwargs["suppress_tokens"] = list(encoder.suppressed_ids)
+    lp = inputs["input_ids"].shape[1]
+    if params.stop_after_answer:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_AnswerStop(encoder.tokenizer, lp)])
     out = model.generate(**inputs, max_new_tokens=params.max_new_tokens, pad_token_id=encoder.pad_id,
                          eos_token_id=sorted(eos_ids), **kwargs)
-    return _to_samples(encoder.tokenizer, rows, out[:, inputs["input_ids"].shape[1]:].cpu(), eos_ids)
+    return _to_samples(encoder.tokenizer, rows, out[:, lp:].cpu(), eos_ids, params.stop_after_answer)
 
 
-def _to_samples(tokenizer, rows: Sequence[PromptInputs], completions: Tensor, eos_ids: set[int]) -> list[Sample]:
-    """Cut each generated row [N, Lc] at its first EOS; row r completes prompt rows[r]."""
+class AnswerWatch:
+    """Which rows of a growing completion batch have written a complete answer (`answer_end`). Only rows whose
+    newest token can close one ("}" or ">") are decoded, so the check costs little per token."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._closers: dict[int, bool] = {}
+
+    def _closes(self, token: int) -> bool:
+        if token not in self._closers:
+            piece = self._tokenizer.convert_ids_to_tokens(token) or ""
+            self._closers[token] = "}" in piece or ">" in piece
+        return self._closers[token]
+
+    def answered(self, completions: Tensor, rows: Tensor) -> Tensor:
+        """Of the candidate `rows` [N] bool of `completions` [N, t], those whose text now holds an answer."""
+        out = torch.zeros_like(rows)
+        for r in rows.nonzero().flatten().tolist():
+            if self._closes(int(completions[r, -1])):
+                out[r] = answer_end(self._tokenizer.decode(completions[r], skip_special_tokens=True)) is not None
+        return out
+
+
+class _AnswerStop(StoppingCriteria):
+    """HF `generate`'s per-row stop at the first complete answer (`stop_after_answer`)."""
+
+    def __init__(self, tokenizer, prompt_len: int) -> None:
+        self._watch, self._lp = AnswerWatch(tokenizer), prompt_len
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
+        completions = input_ids[:, self._lp:].cpu()  # [N, t]
+        return self._watch.answered(completions, torch.ones(len(completions), dtype=torch.bool)).to(input_ids.device)
+
+
+def _answer_length(tokenizer, ids: Tensor) -> int | None:
+    """The fewest leading tokens of `ids` that hold a complete answer (binary search: holding one is monotone)."""
+    if answer_end(tokenizer.decode(ids, skip_special_tokens=True)) is None:
+        return None
+    low, high = 1, ids.numel()
+    while low < high:
+        mid = (low + high) // 2
+        if answer_end(tokenizer.decode(ids[:mid], skip_special_tokens=True)) is None:
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+def _to_samples(tokenizer, rows: Sequence[PromptInputs], completions: Tensor, eos_ids: set[int],
+                stop_after_answer: bool = False) -> list[Sample]:
+    """Cut each generated row [N, Lc] at its first EOS (and with `stop_after_answer` at the end of its first
+    complete answer, whichever comes first); row r completes prompt rows[r]. A row is truncated when it has
+    neither."""
     lengths, truncated = completion_lengths(completions, eos_ids)
     samples = []
     for r, prompt in enumerate(rows):
-        ids = completions[r, : int(lengths[r])].clone()  # [Lc_r]
+        length, cut = int(lengths[r]), bool(truncated[r])
+        answered = _answer_length(tokenizer, completions[r, :length]) if stop_after_answer else None
+        if answered is not None:
+            length, cut = answered, False
+        ids = completions[r, :length].clone()  # [Lc_r]
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        samples.append(Sample(prompt.ids, ids, text, bool(truncated[r]), prompt.vision))
+        samples.append(Sample(prompt.ids, ids, text, cut, prompt.vision))
     return samples
 
 
@@ -137,9 +197,12 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
     suppressed = torch.tensor(encoder.suppressed_ids, dtype=torch.long, device=device)
     tokens = torch.full((rows, steps), encoder.pad_id, dtype=torch.long, device=device)  # [N, steps]
     done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
+    watch = AnswerWatch(encoder.tokenizer) if params.stop_after_answer else None
     for t in range(steps):
         nxt = torch.where(done, encoder.pad_id, _next_tokens(logits, t, params, eos, suppressed))  # [N]
         tokens[:, t] = nxt
+        if watch is not None:
+            done |= watch.answered(tokens[:, : t + 1].cpu(), ~done.cpu()).to(device)
         done |= torch.isin(nxt, eos)
         if t + 1 == steps or bool(done.all()):
             tokens = tokens[:, : t + 1]
@@ -148,7 +211,8 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
         out = model(input_ids=nxt[:, None], attention_mask=mask[:, : lp + t + 1], position_ids=pos,
                     use_cache=True, **cache_kwargs(model, cache))
         cache, logits = output_cache(out), out.logits[:, -1].float()  # [N, V]
-    return _to_samples(encoder.tokenizer, [p for p in prompts for _ in range(n)], tokens.cpu(), eos_ids)
+    return _to_samples(encoder.tokenizer, [p for p in prompts for _ in range(n)], tokens.cpu(), eos_ids,
+                       params.stop_after_answer)
 
 
 @torch.no_grad()

@@ -221,16 +221,16 @@ def test_autocast_bf16_stays_close_to_fp32_and_restores_the_head(tiny):
     assert "forward" not in model.get_output_embeddings().__dict__
 
 
-def test_fast_path_config_fields_default_off_and_are_validated():
+def test_the_exact_fast_paths_are_on_by_default_and_the_approximate_ones_off():
     cfg = build_config()
     assert (cfg.rollout.min_new_tokens, cfg.rollout.shared_prefill, cfg.rollout.shared_prompt_forward,
-            cfg.model.autocast_bf16) == (0, False, False, False)
+            cfg.model.autocast_bf16) == (0, True, True, False)
     with pytest.raises(ConfigError, match="rollout.min_new_tokens"):
         RolloutConfig(max_new_tokens=8, min_new_tokens=9)
     with pytest.raises(ConfigError, match="model.autocast_bf16"):
         ModelConfig(dtype="bfloat16", autocast_bf16=True)
-    with pytest.raises(ConfigError, match="gradient_checkpointing"):
-        build_config({}, ["rollout.shared_prompt_forward=true", "model.gradient_checkpointing=true"])
+    # gradient checkpointing: the shared prompt forward falls back to the plain one, quietly
+    assert build_config({}, ["model.gradient_checkpointing=true"]).rollout.shared_prompt_forward
 
 
 def one_step(tmp_path, *overrides: str):
@@ -249,7 +249,7 @@ def one_step(tmp_path, *overrides: str):
 
 
 def test_a_training_step_with_the_fast_paths_equals_the_plain_step(tmp_path):
-    m0, g0, p0 = one_step(tmp_path)
+    m0, g0, p0 = one_step(tmp_path, "rollout.shared_prefill=false", "rollout.shared_prompt_forward=false")
     m1, g1, p1 = one_step(tmp_path, "rollout.shared_prefill=true", "rollout.shared_prompt_forward=true")
     assert [[s.completion_ids.tolist() for s in g.samples] for g in g0] == \
         [[s.completion_ids.tolist() for s in g.samples] for g in g1]
@@ -269,3 +269,27 @@ def test_gpgrl_never_imports_trl():
     pattern = re.compile(r"^\s*(from\s+trl[\s.]|import\s+trl\b)", re.MULTILINE)
     offenders = [str(p) for p in Path(gpgrl.__file__).parent.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_stop_after_answer_cuts_at_the_first_complete_answer(tiny):
+    from gpgrl.rollout.sampling import AnswerWatch, _AnswerStop, _to_samples
+
+    _, tok = tiny
+    encoder, (prompt,) = encoded(tok, ["q"])
+    texts = [r"so \boxed{12} and \boxed{13}", r"\boxed{1", "no answer at all", "<answer>4</answer> then"]
+    rows = [torch.tensor(tok(t, add_special_tokens=False).input_ids) for t in texts]
+    width = max(r.numel() for r in rows)
+    batch = torch.full((len(rows), width), tok.pad_token_id)
+    for i, r in enumerate(rows):
+        batch[i, : r.numel()] = r
+    plain = _to_samples(tok, [prompt] * 4, batch, {tok.eos_token_id})
+    cut = _to_samples(tok, [prompt] * 4, batch, {tok.eos_token_id}, stop_after_answer=True)
+    assert [s.text.strip() for s in cut] == [r"so \boxed{12}", r"\boxed{1", "no answer at all", "<answer>4</answer>"]
+    assert [s.truncated for s in cut] == [False, True, True, False]  # stopped at an answer, or not stopped at all
+    for full, short in zip(plain, cut, strict=True):  # the kept tokens are the sampled ones, nothing else
+        assert torch.equal(short.completion_ids, full.completion_ids[: short.length])
+    watch = AnswerWatch(tok)
+    closed = watch.answered(batch[:, :width], torch.ones(4, dtype=torch.bool))
+    assert closed.tolist() == [True, False, False, True]
+    stop = _AnswerStop(tok, prompt_len=2)
+    assert stop(torch.cat([torch.zeros(4, 2, dtype=torch.long), batch], dim=1), None).tolist() == closed.tolist()

@@ -145,8 +145,9 @@ def one_step(tmp_path, cache, *overrides: str):
 
 
 def test_the_micro_batch_size_and_the_fast_paths_do_not_change_a_step(tmp_path, cache):
-    m1, g1, p1 = one_step(tmp_path / "a", cache, "rollout.micro_batch_size=1")
-    m2, g2, p2 = one_step(tmp_path / "b", cache, "rollout.micro_batch_size=64")
+    plain = ("rollout.shared_prefill=false", "rollout.shared_prompt_forward=false")
+    m1, g1, p1 = one_step(tmp_path / "a", cache, "rollout.micro_batch_size=1", *plain)
+    m2, g2, p2 = one_step(tmp_path / "b", cache, "rollout.micro_batch_size=64", *plain)
     m3, g3, p3 = one_step(tmp_path / "c", cache, "rollout.micro_batch_size=5", "rollout.shared_prefill=true",
                           "rollout.shared_prompt_forward=true")
     same = [[s.completion_ids.tolist() for s in g.samples] for g in g1]

@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gpgrl.config import Config, ConfigError, load_config, to_dict
+from gpgrl.config import Config, ConfigError, build_config, load_config, to_dict
 
 COMPARE_KEYS = ("algorithms", "seeds")
 
@@ -132,7 +132,11 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
     stored_path = run_dir / "config.yaml"
     if not stored_path.exists():
         return
-    if without_ignored(yaml.safe_load(stored_path.read_text()) or {}) != comparable(cfg):
+    try:  # through the config's own defaults: keys added since the run was stored take their default values
+        stored = comparable(build_config(yaml.safe_load(stored_path.read_text()) or {}))
+    except ConfigError:
+        stored = None  # a key that no longer exists, or a value no longer valid
+    if stored != comparable(cfg):
         raise ConfigError(f"{run_dir} holds a run with a different config than this comparison asks for: use "
                           "another train.output_dir for a different comparison, or delete that directory")
 

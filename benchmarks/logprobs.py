@@ -14,7 +14,9 @@ The micro-batch holds `--micro-batch` completions of `--prompts` default-recipe 
 `--max-new-tokens` tokens, like the first micro-batch of a default training step. Reported per variant: median
 fwd+bwd time, the largest and mean |log-prob - plain fp32| over completion tokens, the gradient's relative
 error and cosine to the plain gradient, and (with `--memory`) the peak RSS increase of a fresh process running
-only that variant.
+only that variant. Last, the roofline of the training pass (`benchmarks/roofline.py`): 3x the forward FLOPs of the
+tokens the shared prompt forward computes (each distinct prompt once, every completion token), at this machine's
+matmul rate on the model's shapes; `roofline_fraction=X` (last line) = that time over the measured `shared` time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_prompts, machine, median, peak_rss_mb, write_json  # noqa: E402
+from roofline import forward_flops, matmul_rate  # noqa: E402
 
 VARIANTS = ("naive", "rowwise", "plain", "shared", "shared_bf16", "bf16_head")
 
@@ -46,7 +49,7 @@ def naive_logprobs(model, mb, temperature: float) -> torch.Tensor:
 
 def rowwise_logprobs(model, mb, temperature: float) -> torch.Tensor:
     """The earlier selective log-softmax: row by row into a preallocated output."""
-    from gpgrl.rollout import _full_logits
+    from gpgrl.rollout.logprobs import _full_logits
 
     logits = _full_logits(model, mb) / temperature  # [B, Lc, V]
     tokens = mb.input_ids[:, -mb.completion_len:]  # [B, Lc]
@@ -58,7 +61,7 @@ def rowwise_logprobs(model, mb, temperature: float) -> torch.Tensor:
 
 
 def logprobs(variant: str, model, batches: dict, temperature: float) -> torch.Tensor:
-    from gpgrl.rollout import _shared_prompt_logits, selective_log_softmax, token_logprobs
+    from gpgrl.rollout.logprobs import _shared_prompt_logits, selective_log_softmax, token_logprobs
 
     if variant == "naive":
         return naive_logprobs(model, batches["plain"], temperature)
@@ -176,7 +179,25 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{v:<12} {row['fwd_bwd_s']:9.3f} {row['ratio_vs_plain']:8.2f} {row['logprob_max_abs_diff']:11.2e} "
               f"{row['logprob_mean_abs_diff']:11.2e} {row['grad_rel_err']:12.2e} {row['grad_cosine']:8.5f} "
               f"{row.get('peak_rss_increase_mb', float('nan')):9.0f}")
-    write_json(args.out, {"args": vars(args), "machine": env, "summary": rows, "times": times})
+    roof = roofline(model, mb, rows) if "shared" in rows else None
+    write_json(args.out, {"args": vars(args), "machine": env, "summary": rows, "times": times, "roofline": roof})
+    if roof:
+        print(f"roofline_fraction={roof['roofline_fraction']:.3f}")
+
+
+def roofline(model, mb, rows: dict) -> dict:
+    """Forward + backward = 3x the forward FLOPs of the tokens the shared forward computes, at the measured rate."""
+    unique = int(mb.prompt_rows.numel()) if mb.prompt_rows is not None else mb.input_ids.shape[0]
+    lp, lc = mb.input_ids.shape[1] - mb.completion_len, mb.completion_len
+    b = mb.input_ids.shape[0]
+    flops = 3.0 * (forward_flops(model, unique * lp, lp // 2) + forward_flops(model, b * lc, lp + lc // 2))
+    rate = matmul_rate(model, max(unique * lp, b * lc))
+    at_limit, measured = flops / (rate * 1e9), rows["shared"]["fwd_bwd_s"]
+    print(f"\nroofline: {flops / 1e9:.1f} GFLOP for forward + backward ({unique} prompts x {lp} + {b} x {lc} "
+          f"tokens), F.linear at {rate:.1f} GFLOP/s on the model's shapes: {at_limit:.2f} s at the limit, measured "
+          f"{measured:.2f} s")
+    return {"gflop": flops / 1e9, "matmul_gflops": rate, "roofline_s": at_limit, "measured_s": measured,
+            "roofline_fraction": at_limit / measured}
 
 
 if __name__ == "__main__":

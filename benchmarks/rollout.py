@@ -9,7 +9,11 @@ Variants, alternated in a rotating order within one process, each repeat with th
 
 With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
 completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
-Reports the median time and completion tokens/s per variant, and the ratio to hf_generate.
+Reports the median time and completion tokens/s per variant, and the ratio to hf_generate. Then the roofline
+(`benchmarks/roofline.py`): this machine's matmul rate on the model's own shapes at the decode batch and its
+memory bandwidth, the FLOPs and bytes of the shared prefill and of every decode step, and
+`roofline_fraction=X` (last line) = the roofline time of the whole generation over the measured time of the
+default sampler (gpgrl_prefill), on the last repeat's prompts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_prompts, machine, median, write_json  # noqa: E402
+from roofline import decode_step, forward_flops, limits, roofline_seconds, weight_count  # noqa: E402
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
 
@@ -113,7 +118,39 @@ def main(argv: list[str] | None = None) -> None:
         row["ratio_vs_hf_generate"] = row["time_s"] / base if base else float("nan")
         print(f"{v:<19} {row['time_s']:8.2f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} "
               f"{row['ratio_vs_hf_generate']:6.2f}")
-    write_json(args.out, {"args": vars(args), "machine": env, "summary": summary, "times": times, "tokens": tokens})
+    roof = roofline(model, tokenizer, prompts[args.repeats * args.prompts:], args, summary)
+    write_json(args.out, {"args": vars(args), "machine": env, "summary": summary, "times": times, "tokens": tokens,
+                          "roofline": roof})
+    if roof:
+        print(f"roofline_fraction={roof['roofline_fraction']:.3f}")
+
+
+def roofline(model, tokenizer, batch: list[str], args: argparse.Namespace, summary: dict) -> dict | None:
+    """The roofline time of one generation of `batch` (shared prefill, then max-new-tokens decode steps) against
+    the default sampler's measured median; None when gpgrl_prefill was not measured."""
+    if "gpgrl_prefill" not in summary:
+        return None
+    rows = args.prompts * args.generations
+    lim = limits(model, rows)
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in batch]
+    lp = max(lengths)
+    steps = summary["gpgrl_prefill"]["tokens"] / rows  # decode steps taken (forced lengths: max new tokens)
+    prefill = roofline_seconds(forward_flops(model, len(batch) * lp, lp // 2), 4.0 * weight_count(model), lim)
+    decode = sum(roofline_seconds(*decode_step(model, rows, lp + t), lim) for t in range(int(round(steps)) - 1))
+    flops, bytes_ = decode_step(model, rows, lp)
+    measured = summary["gpgrl_prefill"]["time_s"]
+    out = {"matmul_gflops": lim.matmul_gflops, "bandwidth_gbs": lim.bandwidth_gbs, "rows": rows,
+           "prompt_tokens": lp, "decode_steps": steps, "decode_step_gflop": flops / 1e9,
+           "decode_step_gb": bytes_ / 1e9, "roofline_prefill_s": prefill, "roofline_decode_s": decode,
+           "measured_s": measured, "roofline_fraction": (prefill + decode) / measured}
+    bound = "compute" if flops / lim.matmul_gflops > bytes_ / lim.bandwidth_gbs else "memory"
+    print()
+    print(f"roofline on this machine: F.linear on the model's shapes at {rows} rows {lim.matmul_gflops:.1f} "
+          f"GFLOP/s, copy bandwidth {lim.bandwidth_gbs:.1f} GB/s; a decode step {flops / 1e9:.2f} GFLOP and "
+          f"{bytes_ / 1e9:.2f} GB ({bound}-bound); generation at the roofline {prefill + decode:.2f} s (prefill "
+          f"{prefill:.2f} s), measured {measured:.2f} s")
+    return out
+
 
 
 if __name__ == "__main__":

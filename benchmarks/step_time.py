@@ -23,6 +23,9 @@ Systems (`--systems`, comma-separated):
   gpgrl_prompt_fwd  as gpgrl_plain + shared prompt forward only
   gpgrl_bf16        as gpgrl + bf16 autocast (model.autocast_bf16)
   gpgrl_kl          as gpgrl + a k3 KL term (algorithm.kl_coef=0.04: reference model, no skipping)
+  previous_default  the default recipe as it was before issue 13 (plain sampler, plain training forward), with its
+                    own settings: natural lengths, T 0.7, beta_th 0.6 resampling, the math rewards
+  default           the default recipe as it is (recipes/default.yaml), same settings
   trl_beta0.04      TRL GRPOTrainer, loss_type grpo, beta 0.04 (reference model), hash reward
   trl_beta0         TRL GRPOTrainer, loss_type grpo, beta 0, hash reward
 
@@ -31,7 +34,9 @@ runs its reference pass inside train), train (gpgrl: forward/backward and optimi
 step, i.e. loss forward/backward, optimizer step and TRL's own bookkeeping and logging) and other.
 
 The last lines printed are the step-time ratios of `gpgrl` to TRL (`ratio_vs_trl_beta0.04=X`,
-`ratio_vs_trl_beta0=Y`); `--out` writes every measurement as JSON.
+`ratio_vs_trl_beta0=Y`), and with `previous_default,default` last of all `ratio_vs_previous_default=X` (median step
+time of `default` over `previous_default`; both sample the same tokens, so their steps do the same work); `--out`
+writes every measurement as JSON.
 """
 
 from __future__ import annotations
@@ -53,15 +58,22 @@ from _common import default_prompts, machine, median, peak_rss_mb, write_json  #
 
 REWARD_FILE = Path(__file__).resolve().parent / "bench_rewards.py"
 FAST = ("rollout.shared_prefill=true", "rollout.shared_prompt_forward=true")
+PLAIN = ("rollout.shared_prefill=false", "rollout.shared_prompt_forward=false")
 VARIED = (f"reward.functions=[{REWARD_FILE}:varied]", "reward.weights=[1.0]")
+RECIPE = ("rollout.min_new_tokens=0", "rollout.temperature=0.7", "algorithm.beta_th=null", "optim.lr=2e-5",
+          "optim.warmup_steps=2", "rollout.generation_batch_size=64", "rollout.micro_batch_size=16")
+"""The default recipe's own settings where the harness would set equal-work ones (natural lengths, T = 0.7,
+beta_th 0.6, the math rewards)."""
 GPGRL_SYSTEMS: dict[str, tuple[str, ...]] = {
     "gpgrl": FAST + VARIED,
     "gpgrl_math": FAST,
-    "gpgrl_plain": VARIED,
-    "gpgrl_prefill": FAST[:1] + VARIED,
-    "gpgrl_prompt_fwd": FAST[1:] + VARIED,
+    "gpgrl_plain": PLAIN + VARIED,
+    "gpgrl_prefill": FAST[:1] + PLAIN[1:] + VARIED,
+    "gpgrl_prompt_fwd": PLAIN[:1] + FAST[1:] + VARIED,
     "gpgrl_bf16": FAST + VARIED + ("model.autocast_bf16=true",),
     "gpgrl_kl": FAST + VARIED + ("algorithm.kl_coef=0.04",),
+    "previous_default": RECIPE + PLAIN,
+    "default": RECIPE,
 }
 TRL_SYSTEMS = {"trl_beta0.04": 0.04, "trl_beta0": 0.0}
 PHASES = ("generate", "reward", "ref", "train", "other")
@@ -363,14 +375,17 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
 
 def ratios(table: dict[str, dict[str, Any]], results: Results) -> dict[str, float]:
     out = {}
-    for g in (s for s in table if s.startswith("gpgrl")):
+    for g in (s for s in table if s.startswith("gpgrl") or s.endswith("default")):
         prefix = "" if g == "gpgrl" else f"{g}_"
         for trl in (t for t in TRL_SYSTEMS if t in table):
             tag = trl.removeprefix("trl_")
             out[f"{prefix}rss_ratio_vs_trl_{tag}"] = table[g]["peak_rss_mb"] / table[trl]["peak_rss_mb"]
             out[f"{prefix}paired_ratio_vs_trl_{tag}"] = paired_ratio(results, g, trl)
             out[f"{prefix}ratio_vs_trl_{tag}"] = table[g]["step_time_s"] / table[trl]["step_time_s"]
-    main = [k for k in out if k.startswith("ratio_vs_trl_")]
+    if "default" in table and "previous_default" in table:
+        out["paired_ratio_vs_previous_default"] = paired_ratio(results, "default", "previous_default")
+        out["ratio_vs_previous_default"] = table["default"]["step_time_s"] / table["previous_default"]["step_time_s"]
+    main = [k for k in out if k.startswith("ratio_vs_trl_")] + [k for k in out if k == "ratio_vs_previous_default"]
     return {**{k: v for k, v in out.items() if k not in main}, **{k: out[k] for k in main}}
 
 

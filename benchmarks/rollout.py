@@ -6,12 +6,14 @@ Variants, alternated in a rotating order within one process, each repeat with th
   gpgrl               gpgrl.rollout.generate, plain path (HF generate in chunks, plus EOS cutting and decoding)
   gpgrl_prefill       gpgrl.rollout.generate with shared_prefill (each prompt encoded once, KV cache copied G times)
   gpgrl_prefill_bf16  as gpgrl_prefill under bf16 autocast (LM head in fp32)
+  gpgrl_prefill_grown as gpgrl_prefill with the KV cache grown by concatenation at every decode step (HF's
+                      DynamicLayer, before the preallocated cache); not in the default list
 
 With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
 completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
 Reports the median time and completion tokens/s per variant, and the ratio to hf_generate. Then the roofline
-(`benchmarks/roofline.py`): this machine's matmul rate on the model's own shapes at the decode batch and its
-memory bandwidth, the FLOPs and bytes of the shared prefill and of every decode step, and
+(`benchmarks/roofline.py`): this machine's matmul rate on the model's own shapes at the decode batch (and at
+the prefill's rows) and its memory bandwidth, the FLOPs and bytes of the shared prefill and of every decode step, and
 `roofline_fraction=X` (last line) = the roofline time of the whole generation over the measured time of the
 default sampler (gpgrl_prefill), on the last repeat's prompts.
 """
@@ -22,7 +24,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,6 +35,7 @@ from _common import default_prompts, machine, median, write_json  # noqa: E402
 from roofline import decode_step, forward_flops, limits, roofline_seconds, weight_count  # noqa: E402
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
+EXTRA_VARIANTS = ("gpgrl_prefill_grown",)
 
 
 def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
@@ -48,7 +52,22 @@ def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) 
     return int(lengths.sum())
 
 
-def gpgrl_generate(shared: bool, bf16: bool) -> Callable[..., int]:
+@contextmanager
+def grown_cache(enabled: bool) -> Iterator[None]:
+    """With `enabled`, the shared prefill's KV cache grows by concatenation at every decode step (HF's
+    DynamicLayer, as before the preallocated cache) instead of being written into reserved room."""
+    import gpgrl.rollout.sampling as sampling
+
+    saved = sampling.expand_cache
+    if enabled:
+        sampling.expand_cache = lambda cache, n, reserve: cache.batch_repeat_interleave(n)
+    try:
+        yield
+    finally:
+        sampling.expand_cache = saved
+
+
+def gpgrl_generate(shared: bool, bf16: bool, grown: bool = False) -> Callable[..., int]:
     def run(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
         from gpgrl.rollout import SamplingParams, TextEncoder, generate
 
@@ -56,14 +75,16 @@ def gpgrl_generate(shared: bool, bf16: bool) -> Callable[..., int]:
         params = SamplingParams(args.max_new_tokens, args.temperature, 1.0, len(prompts) * args.generations,
                                 forced, shared, bf16)
         encoder = TextEncoder(tokenizer, "", "{question}")
-        groups = generate(model, encoder, [encoder.encode_text(p) for p in prompts], args.generations, params)
+        with grown_cache(grown):
+            groups = generate(model, encoder, [encoder.encode_text(p) for p in prompts], args.generations, params)
         return sum(s.length for g in groups for s in g)
 
     return run
 
 
 RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
-           "gpgrl_prefill": gpgrl_generate(True, False), "gpgrl_prefill_bf16": gpgrl_generate(True, True)}
+           "gpgrl_prefill": gpgrl_generate(True, False), "gpgrl_prefill_bf16": gpgrl_generate(True, True),
+           "gpgrl_prefill_grown": gpgrl_generate(True, False, grown=True)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,19 +155,23 @@ def roofline(model, tokenizer, batch: list[str], args: argparse.Namespace, summa
     lim = limits(model, rows)
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in batch]
     lp = max(lengths)
+    prefill_lim = limits(model, len(batch) * lp)  # the prefill's GEMMs have prompts x length rows
     steps = summary["gpgrl_prefill"]["tokens"] / rows  # decode steps taken (forced lengths: max new tokens)
-    prefill = roofline_seconds(forward_flops(model, len(batch) * lp, lp // 2), 4.0 * weight_count(model), lim)
+    prefill = roofline_seconds(forward_flops(model, len(batch) * lp, lp // 2), 4.0 * weight_count(model),
+                               prefill_lim)
     decode = sum(roofline_seconds(*decode_step(model, rows, lp + t), lim) for t in range(int(round(steps)) - 1))
     flops, bytes_ = decode_step(model, rows, lp)
     measured = summary["gpgrl_prefill"]["time_s"]
-    out = {"matmul_gflops": lim.matmul_gflops, "bandwidth_gbs": lim.bandwidth_gbs, "rows": rows,
+    out = {"matmul_gflops": lim.matmul_gflops, "prefill_matmul_gflops": prefill_lim.matmul_gflops,
+           "bandwidth_gbs": lim.bandwidth_gbs, "rows": rows,
            "prompt_tokens": lp, "decode_steps": steps, "decode_step_gflop": flops / 1e9,
            "decode_step_gb": bytes_ / 1e9, "roofline_prefill_s": prefill, "roofline_decode_s": decode,
            "measured_s": measured, "roofline_fraction": (prefill + decode) / measured}
     bound = "compute" if flops / lim.matmul_gflops > bytes_ / lim.bandwidth_gbs else "memory"
     print()
     print(f"roofline on this machine: F.linear on the model's shapes at {rows} rows {lim.matmul_gflops:.1f} "
-          f"GFLOP/s, copy bandwidth {lim.bandwidth_gbs:.1f} GB/s; a decode step {flops / 1e9:.2f} GFLOP and "
+          f"GFLOP/s ({prefill_lim.matmul_gflops:.1f} at the prefill's {len(batch) * lp}), copy bandwidth "
+          f"{lim.bandwidth_gbs:.1f} GB/s; a decode step {flops / 1e9:.2f} GFLOP and "
           f"{bytes_ / 1e9:.2f} GB ({bound}-bound); generation at the roofline {prefill + decode:.2f} s (prefill "
           f"{prefill:.2f} s), measured {measured:.2f} s")
     return out

@@ -5,13 +5,14 @@ samples), sampling in chunks, and the completion mask rule (up to and including 
 are truncated and flagged). Prompts arrive encoded (`gpgrl.rollout.inputs.PromptInputs`); the encoder pads them
 and names the tokens that are never sampled (a VLM's image placeholders).
 
-Fast path (off by default; see docs/performance.md): shared prefill (`SamplingParams.shared_prefill`), a
-KV-cached sampling loop that encodes each prompt once and copies its cache to the prompt's `n` completions,
-instead of HF `generate` re-encoding the prompt `n` times. It draws the same tokens as `generate` for the same
-seed (same logits up to float rounding, the same `torch.multinomial` calls in the same order); only temperature,
-top-p and min_new_tokens are applied (not other processors a model's generation_config may add). Prompts with
-vision inputs run their vision tower once per prompt too; their positions (M-RoPE for Qwen2-VL) come from the
-encoder, as `generate` computes them.
+Fast path (on by default through `rollout.shared_prefill`; see docs/performance.md): shared prefill
+(`SamplingParams.shared_prefill`), a KV-cached sampling loop that encodes each prompt once and copies its cache to
+the prompt's `n` completions, into room reserved for the completion tokens (`gpgrl.rollout.kv_cache`), instead of
+HF `generate` re-encoding the prompt `n` times and growing its cache by concatenation. It draws the same tokens as
+`generate` for the same seed (same logits up to float rounding, the same `torch.multinomial` calls in the same
+order); only temperature, top-p and min_new_tokens are applied (not other processors a model's generation_config
+may add). Prompts with vision inputs run their vision tower once per prompt too; their positions (M-RoPE for
+Qwen2-VL) come from the encoder, as `generate` computes them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TopPLogitsWarpe
 
 from gpgrl.rewards.answers import answer_end
 from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
+from gpgrl.rollout.kv_cache import expand_cache
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
 
 
@@ -188,7 +190,7 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
     start, prefill_positions = encoder.positions(model, inputs)  # [P, 1] first decode position; [P, Lp] or None
     out = model(**inputs, position_ids=prefill_positions, use_cache=True, logits_to_keep=1)
     cache = output_cache(out)
-    cache.batch_repeat_interleave(n)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
+    expand_cache(cache, n, params.max_new_tokens)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
     logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)  # [N, V]
     rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
     mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]

@@ -17,8 +17,9 @@ from transformers.cache_utils import DynamicLayer
 class ReservedLayer(DynamicLayer):
     """A `DynamicLayer` whose keys and values are views into buffers with room for `reserve` more tokens.
 
-    Any operation that replaces `keys`/`values` (crop, reorder, select, repeat, offload, reset) leaves the layer
-    growing by concatenation from then on: `update` writes in place only while `keys` is still its own view.
+    Selecting rows keeps the room. Any operation that replaces `keys`/`values` (crop, reorder, repeat, offload,
+    reset) leaves the layer growing by concatenation from then on: `update` writes in place only while `keys` is
+    still its own view.
     """
 
     def __init__(self, keys: Tensor, values: Tensor, reserve: int) -> None:
@@ -44,6 +45,14 @@ class ReservedLayer(DynamicLayer):
         self._length = end
         self._publish()
         return self.keys, self.values
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        """Keep the rows `indices` (the sampler drops finished completions), with their room."""
+        if self._keys is None or self.keys is not self._published:
+            super().batch_select_indices(indices)
+            return
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._publish()
 
 
 def _room(states: Tensor, reserve: int) -> Tensor:

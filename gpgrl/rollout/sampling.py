@@ -8,11 +8,12 @@ and names the tokens that are never sampled (a VLM's image placeholders).
 Fast path (on by default through `rollout.shared_prefill`; see docs/performance.md): shared prefill
 (`SamplingParams.shared_prefill`), a KV-cached sampling loop that encodes each prompt once and copies its cache to
 the prompt's `n` completions, into room reserved for the completion tokens (`gpgrl.rollout.kv_cache`), instead of
-HF `generate` re-encoding the prompt `n` times and growing its cache by concatenation. It draws the same tokens as
-`generate` for the same seed (same logits up to float rounding, the same `torch.multinomial` calls in the same
-order); only temperature, top-p and min_new_tokens are applied (not other processors a model's generation_config
-may add). Prompts with vision inputs run their vision tower once per prompt too; their positions (M-RoPE for
-Qwen2-VL) come from the encoder, as `generate` computes them.
+HF `generate` re-encoding the prompt `n` times and growing its cache by concatenation; rows that have finished
+leave the batch (and the cache) instead of being decoded on as padding. It draws the same tokens as `generate`
+for the same seed (same logits up to float rounding, the random draw of `torch.multinomial` on the whole batch:
+`multinomial_rows`); only temperature, top-p and min_new_tokens are applied (not other processors a model's
+generation_config may add). Prompts with vision inputs run their vision tower once per prompt too; their
+positions (M-RoPE for Qwen2-VL) come from the encoder, as `generate` computes them.
 """
 
 from __future__ import annotations
@@ -165,19 +166,34 @@ def _to_samples(tokenizer, rows: Sequence[PromptInputs], completions: Tensor, eo
     return samples
 
 
-def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor, suppressed: Tensor) -> Tensor:
-    """One sampling step on fp32 logits [N, V], processed as `generate` does: suppressed tokens and the EOS mask,
-    1/T, top-p."""
+def _next_tokens(logits: Tensor, step: int, params: SamplingParams, eos: Tensor, suppressed: Tensor,
+                 active: Tensor, rows: int) -> Tensor:
+    """One sampling step on the fp32 logits [A, V] of the `active` rows [A] of a batch of `rows`, processed as
+    `generate` does: suppressed tokens and the EOS mask, 1/T, top-p. The random draw is the one `torch.multinomial`
+    makes on all `rows` (`multinomial_rows`), so rows that finished and are no longer computed still take their
+    share of the random stream, as in `generate`."""
     if suppressed.numel():
         logits[:, suppressed] = -float("inf")
     if step < params.min_new_tokens:
         logits[:, eos] = -float("inf")
     if params.temperature <= 0:
-        return logits.argmax(dim=-1)  # [N]
-    scores = logits / params.temperature  # [N, V]
+        return logits.argmax(dim=-1)  # [A]
+    scores = logits / params.temperature  # [A, V]
     if params.top_p < 1.0:
         scores = TopPLogitsWarper(params.top_p)(None, scores)
-    return torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # [N]
+    return multinomial_rows(F.softmax(scores, dim=-1), active, rows)  # [A]
+
+
+def multinomial_rows(probs: Tensor, active: Tensor, rows: int) -> Tensor:
+    """`torch.multinomial(full_probs, 1)[active]` from the probabilities [A, V] of the `active` rows [A] only.
+
+    One sample per row is drawn by torch (ATen's one-sample path) as argmax(p / q) with q ~ Exp(1) of the full
+    [rows, V] shape; drawing that q here gives the same tokens and leaves the RNG where multinomial leaves it
+    (tested against torch.multinomial, so a torch that changes this shows up as a failing test)."""
+    if bool(torch.isnan(probs).any()):
+        raise RuntimeError("sampling: the probabilities contain NaN (the model's logits are not finite)")
+    q = probs.new_empty(rows, probs.shape[1]).exponential_()  # [rows, V]
+    return (probs / (q if probs.shape[0] == rows else q[active])).argmax(dim=-1)  # [A]
 
 
 def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int, params: SamplingParams,
@@ -198,21 +214,25 @@ def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs]
     eos = torch.tensor(sorted(eos_ids), device=device)
     suppressed = torch.tensor(encoder.suppressed_ids, dtype=torch.long, device=device)
     tokens = torch.full((rows, steps), encoder.pad_id, dtype=torch.long, device=device)  # [N, steps]
-    done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
+    active = torch.arange(rows, device=device)  # [A] rows still sampling; finished ones leave the batch
     watch = AnswerWatch(encoder.tokenizer) if params.stop_after_answer else None
     for t in range(steps):
-        nxt = torch.where(done, encoder.pad_id, _next_tokens(logits, t, params, eos, suppressed))  # [N]
-        tokens[:, t] = nxt
+        nxt = _next_tokens(logits, t, params, eos, suppressed, active, rows)  # [A]
+        tokens[active, t] = nxt
+        finished = torch.isin(nxt, eos)  # [A]
         if watch is not None:
-            done |= watch.answered(tokens[:, : t + 1].cpu(), ~done.cpu()).to(device)
-        done |= torch.isin(nxt, eos)
-        if t + 1 == steps or bool(done.all()):
+            finished |= watch.answered(tokens[active, : t + 1].cpu(), ~finished.cpu()).to(device)
+        if t + 1 == steps or bool(finished.all()):
             tokens = tokens[:, : t + 1]
             break
+        if bool(finished.any()):  # drop finished rows from the batch: their tokens stay padding
+            keep = (~finished).nonzero().squeeze(1)  # [A']
+            active, nxt, mask, pos = active[keep], nxt[keep], mask[keep], pos[keep]
+            cache.batch_select_indices(keep)
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask[:, : lp + t + 1], position_ids=pos,
                     use_cache=True, **cache_kwargs(model, cache))
-        cache, logits = output_cache(out), out.logits[:, -1].float()  # [N, V]
+        cache, logits = output_cache(out), out.logits[:, -1].float()  # [A, V]
     return _to_samples(encoder.tokenizer, [p for p in prompts for _ in range(n)], tokens.cpu(), eos_ids,
                        params.stop_after_answer)
 

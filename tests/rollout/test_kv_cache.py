@@ -68,3 +68,17 @@ def test_other_layer_kinds_are_repeated_their_own_way():
     expand_cache(cache, 3, reserve=4)
     assert isinstance(cache.layers[0], ReservedLayer) and cache.layers[1] is other
     assert other.keys.shape == (6, 2, 3, 4)
+
+
+def test_selecting_rows_keeps_the_room():
+    cache, reference = _cache(rows=4), _cache(rows=4)
+    expand_cache(cache, 1, reserve=6)
+    mine, theirs = cache.layers[0], reference.layers[0]
+    keep = torch.tensor([0, 2, 3])
+    mine.batch_select_indices(keep), theirs.batch_select_indices(keep)
+    assert torch.equal(mine.keys, theirs.keys) and mine.keys.data_ptr() == mine._keys.data_ptr()
+    for _ in range(3):
+        k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        got, want = mine.update(k, v), theirs.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert mine.keys.data_ptr() == mine._keys.data_ptr()  # still in place

@@ -293,3 +293,20 @@ def test_stop_after_answer_cuts_at_the_first_complete_answer(tiny):
     assert closed.tolist() == [True, False, False, True]
     stop = _AnswerStop(tok, prompt_len=2)
     assert stop(torch.cat([torch.zeros(4, 2, dtype=torch.long), batch], dim=1), None).tolist() == closed.tolist()
+
+
+def test_multinomial_rows_is_torch_multinomial_on_the_full_batch():
+    from gpgrl.rollout.sampling import multinomial_rows
+
+    probs = torch.softmax(torch.randn(6, 300), dim=-1)  # [rows, V]
+    active = torch.tensor([1, 4, 5])
+    torch.manual_seed(3)
+    want = torch.multinomial(probs, 1).squeeze(1)
+    after_want = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(multinomial_rows(probs, torch.arange(6), 6), want)
+    torch.manual_seed(3)
+    assert torch.equal(multinomial_rows(probs[active], active, 6), want[active])
+    assert torch.equal(torch.rand(4), after_want)  # the random stream continues where multinomial leaves it
+    with pytest.raises(RuntimeError, match="NaN"):
+        multinomial_rows(torch.full((2, 3), float("nan")), torch.arange(2), 2)

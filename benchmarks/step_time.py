@@ -25,7 +25,7 @@ Systems (`--systems`, comma-separated):
   gpgrl_kl          as gpgrl + a k3 KL term (algorithm.kl_coef=0.04: reference model, no skipping)
   previous_default  the default recipe as it was before issue 13 (plain sampler, plain training forward), with its
                     own settings: natural lengths, T 0.7, beta_th 0.6 resampling, the math rewards
-  default           the default recipe as it is (recipes/default.yaml), same settings
+  default           the default recipe as it is: the same keys read from recipes/default.yaml
   trl_beta0.04      TRL GRPOTrainer, loss_type grpo, beta 0.04 (reference model), hash reward
   trl_beta0         TRL GRPOTrainer, loss_type grpo, beta 0, hash reward
 
@@ -60,10 +60,29 @@ REWARD_FILE = Path(__file__).resolve().parent / "bench_rewards.py"
 FAST = ("rollout.shared_prefill=true", "rollout.shared_prompt_forward=true")
 PLAIN = ("rollout.shared_prefill=false", "rollout.shared_prompt_forward=false")
 VARIED = (f"reward.functions=[{REWARD_FILE}:varied]", "reward.weights=[1.0]")
-RECIPE = ("rollout.min_new_tokens=0", "rollout.temperature=0.7", "algorithm.beta_th=null", "optim.lr=2e-5",
-          "optim.warmup_steps=2", "rollout.generation_batch_size=64", "rollout.micro_batch_size=16")
-"""The default recipe's own settings where the harness would set equal-work ones (natural lengths, T = 0.7,
-beta_th 0.6, the math rewards)."""
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "default.yaml"
+RECIPE_KEYS = ("rollout.min_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.generation_batch_size",
+               "rollout.micro_batch_size", "rollout.shared_prefill", "rollout.shared_prompt_forward",
+               "rollout.stop_after_answer", "algorithm.beta_th", "optim.lr", "optim.warmup_steps",
+               "model.gradient_checkpointing", "model.dtype")
+"""The settings the harness fixes for equal work, which `default` and `previous_default` take from their recipe
+instead (natural lengths, T = 0.7, beta_th 0.6 resampling, the math rewards, the recipe's batch sizes)."""
+
+
+def recipe_overrides(path: Path = DEFAULT_RECIPE) -> tuple[str, ...]:
+    """`key=value` overrides that give the harness's fixed keys the values of the recipe at `path`."""
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text())
+    values = {key: recipe[key.split(".")[0]][key.split(".")[1]] for key in RECIPE_KEYS}
+    return tuple(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+PREVIOUS_DEFAULT = ("rollout.min_new_tokens=0", "rollout.temperature=0.7", "rollout.top_p=1.0",
+                    "rollout.generation_batch_size=64", "rollout.micro_batch_size=16",
+                    "rollout.stop_after_answer=false", "algorithm.beta_th=null", "optim.lr=2e-5",
+                    "optim.warmup_steps=2", "model.gradient_checkpointing=false", "model.dtype=\"float32\"", *PLAIN)
+"""recipes/default.yaml as it was before issue 13 (commit 6512c6c), in the same keys."""
 GPGRL_SYSTEMS: dict[str, tuple[str, ...]] = {
     "gpgrl": FAST + VARIED,
     "gpgrl_math": FAST,
@@ -72,8 +91,8 @@ GPGRL_SYSTEMS: dict[str, tuple[str, ...]] = {
     "gpgrl_prompt_fwd": PLAIN[:1] + FAST[1:] + VARIED,
     "gpgrl_bf16": FAST + VARIED + ("model.autocast_bf16=true",),
     "gpgrl_kl": FAST + VARIED + ("algorithm.kl_coef=0.04",),
-    "previous_default": RECIPE + PLAIN,
-    "default": RECIPE,
+    "previous_default": PREVIOUS_DEFAULT,
+    "default": recipe_overrides(),
 }
 TRL_SYSTEMS = {"trl_beta0.04": 0.04, "trl_beta0": 0.0}
 PHASES = ("generate", "reward", "ref", "train", "other")

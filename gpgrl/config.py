@@ -249,8 +249,9 @@ class RolloutConfig:
     """Nucleus sampling threshold (1.0 = off)."""
     max_rounds: int = 4
     """Resampling budget per step: at most this many prompt batches are drawn to reach beta_th."""
-    micro_batch_size: int = 16
-    """Sequences per forward/backward pass (gradient accumulation inside one step); no effect on the result."""
+    micro_batch_size: int = 48
+    """Sequences per forward/backward pass (gradient accumulation inside one step); no effect on the result. The
+    default holds the default recipe's whole step (8 x 6) in one pass; lower it if memory is short."""
     generation_batch_size: int = 64
     """Sequences generated per `generate` call; no effect on the result beyond padding."""
     max_prompt_tokens: int = 512
@@ -260,10 +261,11 @@ class RolloutConfig:
     """EOS is masked until this many tokens are generated (0 = off). Meant for equal-length benchmarks: it changes
     the sampling distribution, which the training log-probs do not model."""
     shared_prefill: bool = True
-    """Sample with gpgrl's KV-cached loop, which encodes each prompt (images included) once for its G completions,
-    instead of HF `generate` (which encodes it G times). Same tokens for the same seed up to float rounding; of the
-    generation settings it applies temperature, top_p, min_new_tokens and the never-sampled image tokens only
-    (false: HF `generate` with the model's generation config)."""
+    """Sample (in training and evaluation) with gpgrl's KV-cached loop, which encodes each prompt (images included)
+    once for its G completions and drops finished rows, instead of HF `generate` (which encodes it G times). Same
+    tokens for the same seed up to float rounding; of the generation settings it applies temperature, top_p,
+    min_new_tokens and the never-sampled image tokens only (false: HF `generate` with the model's generation
+    config)."""
     stop_after_answer: bool = False
     """End a completion at its first complete answer: the brace that closes its first \\boxed{...}, or its first
     </answer>. For rewards that read only up to the answer (accuracy, boxed_format, label, ...): the tokens up to

@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gpgrl.config import Config, ConfigError, DataConfig, EvalConfig
+from gpgrl.config import Config, ConfigError, DataConfig
 from gpgrl.data import Example, load_splits
 from gpgrl.rewards import RewardSet, TrainerState, accuracy, boxed_format, last_boxed, load_reward_function, trl_inputs
 from gpgrl.rollout import PromptEncoder, SamplingParams, generate, make_encoder
@@ -270,9 +270,12 @@ def summary_tables(result: EvalResult, title: str = "evaluation") -> list[Table]
 # ---------------------------------------------------------------- `gpgrl eval`
 
 
-def sampling_params(cfg: EvalConfig) -> SamplingParams:
-    """Decoding settings of an evaluation (eval.temperature 0 = greedy)."""
-    return SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.batch_size)
+def sampling_params(cfg: Config) -> SamplingParams:
+    """Decoding settings of an evaluation (eval.temperature 0 = greedy), with the sampler training uses
+    (rollout.shared_prefill: gpgrl's KV-cached loop, or HF `generate`)."""
+    e = cfg.eval
+    return SamplingParams(e.max_new_tokens, e.temperature, e.top_p, e.batch_size,
+                          shared_prefill=cfg.rollout.shared_prefill)
 
 
 def output_path(cfg: Config) -> Path:
@@ -315,13 +318,13 @@ def evaluate_and_write(model, encoder: PromptEncoder, examples: Sequence[Example
     if e.blank_control and not any(ex.images for ex in examples):
         raise ConfigError("eval.blank_control=true replaces the items' images, but these items have none: remove "
                           "it or evaluate image data")
-    result = evaluate(model, encoder, examples, sampling_params(e), scorer, num_samples=e.num_samples, ks=e.k,
+    result = evaluate(model, encoder, examples, sampling_params(cfg), scorer, num_samples=e.num_samples, ks=e.k,
                       rewards=rewards, state=state)
     result = dataclasses.replace(result, items=items)
     write_eval(result, path)
     if not e.blank_control:
         return result, None
-    control = evaluate(model, encoder, blank_controls(examples), sampling_params(e), scorer,
+    control = evaluate(model, encoder, blank_controls(examples), sampling_params(cfg), scorer,
                        num_samples=e.num_samples, ks=e.k, rewards=rewards, state=state)
     control = dataclasses.replace(control, items=f"{items}, images blank" if items else "images blank")
     write_eval(control, blank_path(path))

@@ -207,6 +207,22 @@ def test_gpgrl_eval_greedy_on_reasoning_gym(model_cache, tmp_path, capsys):
     assert "pass@1" in capsys.readouterr().out
 
 
+def test_gpgrl_eval_uses_the_training_sampler_and_it_completes_as_generate(model_cache, tmp_path):
+    from gpgrl.config import build_config
+    from gpgrl.evaluation import sampling_params
+
+    assert sampling_params(build_config({}, [])).shared_prefill  # the default: gpgrl's KV-cached sampler
+    assert not sampling_params(build_config({}, ["rollout.shared_prefill=false"])).shared_prefill
+    completions = {}
+    for shared in ("true", "false"):
+        out = tmp_path / f"eval_{shared}.json"
+        assert _eval(model_cache, out, "data.eval_size=6", "data.train_size=20", "eval.max_new_tokens=12",
+                     f"rollout.shared_prefill={shared}") == 0
+        lines = (tmp_path / f"eval_{shared}_completions.jsonl").read_text().splitlines()
+        completions[shared] = [json.loads(line)["completion"] for line in lines]
+    assert completions["true"] == completions["false"]  # greedy: the same text either way
+
+
 def test_gpgrl_eval_sampled_on_a_file_with_groups(model_cache, tmp_path, capsys):
     out = tmp_path / "nested" / "arith.json"
     assert _eval(model_cache, out, f"data.path={FIXTURES / 'files' / 'arith.jsonl'}", "data.eval_split=1.0",

@@ -8,14 +8,17 @@ Variants, alternated in a rotating order within one process, each repeat with th
   gpgrl_prefill_bf16  as gpgrl_prefill under bf16 autocast (LM head in fp32)
   gpgrl_prefill_grown as gpgrl_prefill with the KV cache grown by concatenation at every decode step (HF's
                       DynamicLayer, before the preallocated cache); not in the default list
+  gpgrl_prefill_whole as gpgrl_prefill with every prompt prefilled whole (before the shared system-prompt
+                      head, `gpgrl.rollout.prefill`); not in the default list
 
 With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
 completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
 Reports the median time and completion tokens/s per variant, and the ratio to hf_generate. Then the roofline
 (`benchmarks/roofline.py`): this machine's matmul rate on the model's own shapes at the decode batch (and at
-the prefill's rows) and its memory bandwidth, the FLOPs and bytes of the shared prefill and of every decode step, and
-`roofline_fraction=X` (last line) = the roofline time of the whole generation over the measured time of the
-default sampler (gpgrl_prefill), on the last repeat's prompts.
+the prefill's rows) and its memory bandwidth, the FLOPs and bytes of the least prefill (the prompts' shared head
+once, then each prompt's own tokens) and of every decode step, and `roofline_fraction=X` (last line) = the
+roofline time of the whole generation over the measured time of the default sampler (gpgrl_prefill), on the last
+repeat's prompts.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from _common import default_prompts, machine, median, write_json  # noqa: E402
 from roofline import decode_step, forward_flops, limits, roofline_seconds, weight_count  # noqa: E402
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
-EXTRA_VARIANTS = ("gpgrl_prefill_grown",)
+EXTRA_VARIANTS = ("gpgrl_prefill_grown", "gpgrl_prefill_whole")
 
 
 def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
@@ -53,21 +56,25 @@ def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) 
 
 
 @contextmanager
-def grown_cache(enabled: bool) -> Iterator[None]:
-    """With `enabled`, the shared prefill's KV cache grows by concatenation at every decode step (HF's
-    DynamicLayer, as before the preallocated cache) instead of being written into reserved room."""
+def without(features: tuple[str, ...]) -> Iterator[None]:
+    """The shared-prefill sampler without some of its later optimisations, to measure each one:
+    `reserved_cache` (the KV cache then grows by concatenation at every decode step, HF's DynamicLayer) and
+    `shared_head` (every prompt then prefilled whole, its system-prompt head included)."""
+    import gpgrl.rollout.prefill as prefill
     import gpgrl.rollout.sampling as sampling
 
-    saved = sampling.expand_cache
-    if enabled:
+    saved = sampling.expand_cache, prefill.MIN_SHARED_HEAD
+    if "reserved_cache" in features:
         sampling.expand_cache = lambda cache, n, reserve: cache.batch_repeat_interleave(n)
+    if "shared_head" in features:
+        prefill.MIN_SHARED_HEAD = 1 << 30
     try:
         yield
     finally:
-        sampling.expand_cache = saved
+        sampling.expand_cache, prefill.MIN_SHARED_HEAD = saved
 
 
-def gpgrl_generate(shared: bool, bf16: bool, grown: bool = False) -> Callable[..., int]:
+def gpgrl_generate(shared: bool, bf16: bool, off: tuple[str, ...] = ()) -> Callable[..., int]:
     def run(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
         from gpgrl.rollout import SamplingParams, TextEncoder, generate
 
@@ -75,7 +82,7 @@ def gpgrl_generate(shared: bool, bf16: bool, grown: bool = False) -> Callable[..
         params = SamplingParams(args.max_new_tokens, args.temperature, 1.0, len(prompts) * args.generations,
                                 forced, shared, bf16)
         encoder = TextEncoder(tokenizer, "", "{question}")
-        with grown_cache(grown):
+        with without(off):
             groups = generate(model, encoder, [encoder.encode_text(p) for p in prompts], args.generations, params)
         return sum(s.length for g in groups for s in g)
 
@@ -84,7 +91,8 @@ def gpgrl_generate(shared: bool, bf16: bool, grown: bool = False) -> Callable[..
 
 RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
            "gpgrl_prefill": gpgrl_generate(True, False), "gpgrl_prefill_bf16": gpgrl_generate(True, True),
-           "gpgrl_prefill_grown": gpgrl_generate(True, False, grown=True)}
+           "gpgrl_prefill_grown": gpgrl_generate(True, False, ("reserved_cache",)),
+           "gpgrl_prefill_whole": gpgrl_generate(True, False, ("shared_head",))}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -153,24 +161,32 @@ def roofline(model, tokenizer, batch: list[str], args: argparse.Namespace, summa
         return None
     rows = args.prompts * args.generations
     lim = limits(model, rows)
-    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in batch]
-    lp = max(lengths)
-    prefill_lim = limits(model, len(batch) * lp)  # the prefill's GEMMs have prompts x length rows
+    import torch
+
+    from gpgrl.rollout import PromptInputs
+    from gpgrl.rollout.prefill import shared_head_length
+
+    ids = [torch.tensor(tokenizer(p, add_special_tokens=False).input_ids) for p in batch]
+    lp, head = max(len(t) for t in ids), shared_head_length([PromptInputs(t) for t in ids])
+    prefill_tokens = head + sum(len(t) - head for t in ids)  # the least a prefill must encode: a shared head once
+    prefill_lim = limits(model, prefill_tokens)  # the prefill's GEMMs have one row per token
     steps = summary["gpgrl_prefill"]["tokens"] / rows  # decode steps taken (forced lengths: max new tokens)
-    prefill = roofline_seconds(forward_flops(model, len(batch) * lp, lp // 2), 4.0 * weight_count(model),
+    prefill = roofline_seconds(forward_flops(model, prefill_tokens, lp // 2), 4.0 * weight_count(model),
                                prefill_lim)
     decode = sum(roofline_seconds(*decode_step(model, rows, lp + t), lim) for t in range(int(round(steps)) - 1))
     flops, bytes_ = decode_step(model, rows, lp)
     measured = summary["gpgrl_prefill"]["time_s"]
     out = {"matmul_gflops": lim.matmul_gflops, "prefill_matmul_gflops": prefill_lim.matmul_gflops,
            "bandwidth_gbs": lim.bandwidth_gbs, "rows": rows,
-           "prompt_tokens": lp, "decode_steps": steps, "decode_step_gflop": flops / 1e9,
+           "prompt_tokens": lp, "shared_head_tokens": head, "prefill_tokens": prefill_tokens,
+           "decode_steps": steps, "decode_step_gflop": flops / 1e9,
            "decode_step_gb": bytes_ / 1e9, "roofline_prefill_s": prefill, "roofline_decode_s": decode,
            "measured_s": measured, "roofline_fraction": (prefill + decode) / measured}
     bound = "compute" if flops / lim.matmul_gflops > bytes_ / lim.bandwidth_gbs else "memory"
     print()
     print(f"roofline on this machine: F.linear on the model's shapes at {rows} rows {lim.matmul_gflops:.1f} "
-          f"GFLOP/s ({prefill_lim.matmul_gflops:.1f} at the prefill's {len(batch) * lp}), copy bandwidth "
+          f"GFLOP/s ({prefill_lim.matmul_gflops:.1f} at the prefill's {prefill_tokens} tokens, a shared head of "
+          f"{head} once), copy bandwidth "
           f"{lim.bandwidth_gbs:.1f} GB/s; a decode step {flops / 1e9:.2f} GFLOP and "
           f"{bytes_ / 1e9:.2f} GB ({bound}-bound); generation at the roofline {prefill + decode:.2f} s (prefill "
           f"{prefill:.2f} s), measured {measured:.2f} s")

@@ -30,6 +30,7 @@ from gpgrl.rewards.answers import answer_end
 from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
 from gpgrl.rollout.kv_cache import expand_cache
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
+from gpgrl.rollout.prefill import prefill
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,14 @@ def multinomial_rows(probs: Tensor, active: Tensor, rows: int) -> Tensor:
 
 def _sample_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: int, params: SamplingParams,
                   eos_ids: set[int]) -> list[Sample]:
-    """Shared-prefill sampling: one prefill per prompt (with its vision inputs), its KV cache repeated n times,
-    then cached decoding with the positions `generate` would give."""
+    """Shared-prefill sampling: one prefill per prompt (with its vision inputs; a head all prompts share once,
+    `gpgrl.rollout.prefill`), its KV cache repeated n times, then cached decoding with the positions `generate`
+    would give."""
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in encoder.model_inputs(prompts).items()}
-    attn = inputs["attention_mask"]  # [P, Lp]
-    start, prefill_positions = encoder.positions(model, inputs)  # [P, 1] first decode position; [P, Lp] or None
-    out = model(**inputs, position_ids=prefill_positions, use_cache=True, logits_to_keep=1)
-    cache = output_cache(out)
+    first = prefill(model, encoder, prompts, device)
+    cache, attn, start = first.cache, first.attention_mask, first.start  # attn [P, Lp]; start [P, 1]
     expand_cache(cache, n, params.max_new_tokens)  # rows in generate's order: prompt p -> rows p*n .. p*n+n-1
-    logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)  # [N, V]
+    logits = first.logits.repeat_interleave(n, dim=0)  # [N, V]
     rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
     mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]
     pos = start.repeat_interleave(n, dim=0) - 1  # [N, 1]

@@ -310,3 +310,41 @@ def test_multinomial_rows_is_torch_multinomial_on_the_full_batch():
     assert torch.equal(torch.rand(4), after_want)  # the random stream continues where multinomial leaves it
     with pytest.raises(RuntimeError, match="NaN"):
         multinomial_rows(torch.full((2, 3), float("nan")), torch.arange(2), 2)
+
+
+HEAD = "You are a careful assistant. Think step by step, then put the final answer in a box at the very end. "
+
+
+def test_shared_head_length():
+    from gpgrl.rollout.inputs import PromptInputs, Vision
+    from gpgrl.rollout.prefill import MIN_SHARED_HEAD, shared_head_length
+
+    def p(*ids, vision=None):
+        return PromptInputs(torch.tensor(ids), vision)
+
+    head = tuple(range(1, MIN_SHARED_HEAD + 1))
+    assert shared_head_length([p(*head, 7, 8), p(*head, 9)]) == MIN_SHARED_HEAD
+    assert shared_head_length([p(*head, 7), p(*head, 7)]) == MIN_SHARED_HEAD  # each keeps one token of its own
+    assert shared_head_length([p(*head[:-1], 7, 8), p(*head[:-1], 9, 9)]) == 0  # too short to be worth it
+    assert shared_head_length([p(*head, 7)]) == 0  # one prompt: nothing to share
+    assert shared_head_length([p(*head, 7), p(*head, 8, vision=Vision())]) == 0  # vision inputs: whole prompts
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_a_shared_head_is_encoded_once_and_samples_as_generate(tiny, temperature, monkeypatch):
+    from gpgrl.rollout import prefill as prefill_module
+
+    model, tok = tiny
+    encoder, prompts = encoded(tok, [HEAD + p for p in PROMPTS])
+    assert prefill_module.shared_head_length(prompts) >= prefill_module.MIN_SHARED_HEAD
+    heads = []
+    monkeypatch.setattr(prefill_module, "_prefill_with_head",
+                        lambda *a, _real=prefill_module._prefill_with_head: heads.append(a[3]) or _real(*a))
+    out = []
+    with extra_eos(model, tok):
+        for shared in (False, True):
+            torch.manual_seed(11)
+            out.append(generate(model, encoder, prompts, 3, SamplingParams(12, temperature, 1.0, 64,
+                                                                           shared_prefill=shared)))
+    assert heads and heads[0] >= len(tok(HEAD, add_special_tokens=False).input_ids) - 1
+    assert_same_groups(*out)

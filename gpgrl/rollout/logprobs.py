@@ -3,8 +3,8 @@
 Owns `MicroBatch`; `collate` (prompts left-padded, completions right-padded, padding trimmed to the micro-batch;
 a vision-language micro-batch carries its samples' vision inputs, assembled per sample and image by
 `gpgrl.rollout.inputs.vision_batch`); the shared prompt forward (`collate(..., share_prompts=True)`: each distinct
-prompt of a micro-batch, with its vision inputs, runs once and its completions on its KV cache; same gradient up
-to rounding);
+prompt of a micro-batch, with its vision inputs, runs once and its completions on its KV cache, and a head all its
+text prompts share runs once for all of them; same gradient up to rounding);
 and `token_logprobs` (log-probs at the sampling temperature without materialising a full log-softmax over the
 vocabulary; tokens that are never sampled are masked out of it, as `generate` masks them).
 """
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from gpgrl.rollout.inputs import PromptInputs, model_positions, rope_start, vision_batch
+from gpgrl.rollout.inputs import PromptInputs, model_positions, pad_prompts, rope_start, text_positions, vision_batch
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
+from gpgrl.rollout.prefill import shared_head_length
 from gpgrl.rollout.sampling import Sample
 
 
@@ -127,8 +128,13 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     prompt = {"input_ids": ids[rows, :lp], "attention_mask": attn[rows, :lp],
               **{k: v.to(device) for k, v in batch.prompt_vision.items()}}
     pos = batch.position_ids.to(device) if batch.position_ids is not None else None
-    out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
-                logits_to_keep=1)
+    head = 0 if pos is None or batch.prompt_vision else shared_head_length(_unpadded(prompt))
+    if head:
+        out, prompt_mask = _prompt_with_head(model, _unpadded(prompt), head, device)
+    else:
+        out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
+                    logits_to_keep=1)
+        prompt_mask = prompt["attention_mask"]  # [U, Lp]
     first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
     if lc == 1:
         return first
@@ -139,9 +145,31 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
         rest_pos = start + torch.arange(lc - 1, device=device)  # [B, Lc-1]
     else:
         rest_pos = pos[:, lp:-1]  # [B, Lc-1]
-    rest = model(input_ids=ids[:, lp:-1], attention_mask=attn[:, :-1], position_ids=rest_pos,
+    mask = torch.cat([prompt_mask[owner], attn[:, lp:-1]], dim=1)  # [B, L'p + Lc-1]
+    rest = model(input_ids=ids[:, lp:-1], attention_mask=mask, position_ids=rest_pos,
                  use_cache=True, **cache_kwargs(model, cache)).logits  # [B, Lc-1, V]
     return torch.cat([first, rest], dim=1)  # [B, Lc, V]
+
+
+def _unpadded(prompt: dict[str, Tensor]) -> list[PromptInputs]:
+    """The distinct prompts of a micro-batch without their left padding."""
+    return [PromptInputs(row[mask.bool()]) for row, mask in zip(prompt["input_ids"], prompt["attention_mask"],
+                                                                strict=True)]
+
+
+def _prompt_with_head(model, prompts: list[PromptInputs], head: int, device: torch.device):
+    """The prompt forward with the head all `prompts` share run once (`gpgrl.rollout.prefill`); its KV cache is
+    repeated differentiably, so the head gets the sum of the prompts' gradients. Returns the forward's output and
+    the attention mask [U, head + Lt] of its cache."""
+    out = model(input_ids=prompts[0].ids[:head][None], position_ids=torch.arange(head, device=device)[None],
+                use_cache=True, logits_to_keep=1)
+    cache = output_cache(out)
+    cache.batch_repeat_interleave(len(prompts))  # [1, ...] -> [U, ...]
+    tails, tail_mask = pad_prompts([PromptInputs(p.ids[head:]) for p in prompts], 0)  # [U, Lt] each
+    mask = torch.cat([tail_mask.new_ones(len(prompts), head), tail_mask], dim=1).to(device)  # [U, head + Lt]
+    out = model(input_ids=tails.to(device), attention_mask=mask, position_ids=text_positions(mask)[:, head:],
+                use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
+    return out, mask
 
 
 def can_share_prompts(model) -> bool:

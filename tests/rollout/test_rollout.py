@@ -185,11 +185,18 @@ def grads_of(model, mb, temperature: float, bf16: bool = False) -> tuple[torch.T
     return (logp * mb.completion_mask).detach(), grad
 
 
-def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny):
+@pytest.mark.parametrize("head", ["", "You are a careful assistant. Think step by step, then put the final answer "
+                                  "in a box at the very end. "])
+def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny, head, monkeypatch):
+    from gpgrl.rollout import logprobs
+
     model, tok = tiny
+    heads = []
+    monkeypatch.setattr(logprobs, "_prompt_with_head",
+                        lambda *a, _real=logprobs._prompt_with_head: heads.append(a[2]) or _real(*a))
     with extra_eos(model, tok):
         torch.manual_seed(1)
-        groups = generate(model, *encoded(tok, PROMPTS), 3, SamplingParams(10, 1.0))
+        groups = generate(model, *encoded(tok, [head + p for p in PROMPTS]), 3, SamplingParams(10, 1.0))
     samples = [s for g in groups for s in g][2:]  # groups cut across the micro-batch edge, as in training
     assert len({s.length for s in samples}) > 1
     model.train()
@@ -197,6 +204,7 @@ def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny):
     mb = collate(samples, tok.pad_token_id, share_prompts=True)
     assert mb.prompt_rows is not None and can_share_prompts(model)
     shared_lp, shared_grad = grads_of(model, mb, 0.7)
+    assert bool(heads) == bool(head)  # a shared head is run once for the micro-batch's prompts
     assert torch.allclose(shared_lp, plain_lp, atol=1e-5)
     assert (shared_grad - plain_grad).abs().max() <= 1e-5 * plain_grad.abs().max()
 

@@ -6,7 +6,9 @@ Variants (alternated in a rotating order within one process, same micro-batch an
   rowwise       logits only at completion positions (logits_to_keep), log-softmax row by row written into a
                 preallocated tensor (gpgrl's selective log-softmax before this benchmark; measured equal to plain)
   plain         gpgrl's plain path: logits only at completion positions, log-softmax over chunks from one split
-  shared        + shared prompt forward (each distinct prompt once, completions on its KV cache)
+  shared        + shared prompt forward (each distinct prompt once, completions on its KV cache; the head all
+                prompts share, chat template and system prompt, once for the micro-batch)
+  shared_whole  as shared with every distinct prompt run whole (before the shared head); not in the default list
   shared_bf16   + bf16 autocast, LM head in fp32 (model.autocast_bf16)
   bf16_head     shared prompt forward under bf16 autocast with the LM head in bf16 too (not offered: accuracy)
 
@@ -15,8 +17,9 @@ The micro-batch holds `--micro-batch` completions of `--prompts` default-recipe 
 fwd+bwd time, the largest and mean |log-prob - plain fp32| over completion tokens, the gradient's relative
 error and cosine to the plain gradient, and (with `--memory`) the peak RSS increase of a fresh process running
 only that variant. Last, the roofline of the training pass (`benchmarks/roofline.py`): 3x the forward FLOPs of the
-tokens the shared prompt forward computes (each distinct prompt once, every completion token), at this machine's
-matmul rate on the model's shapes; `roofline_fraction=X` (last line) = that time over the measured `shared` time.
+tokens the shared prompt forward computes (a shared head once, each distinct prompt's own tokens once, every
+completion token), at this machine's matmul rate on the model's shapes; `roofline_fraction=X` (last line) = that
+time over the measured `shared` time.
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ def logprobs(variant: str, model, batches: dict, temperature: float) -> torch.Te
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = _shared_prompt_logits(model, mb)
         return selective_log_softmax(logits, mb.input_ids[:, -mb.completion_len:], temperature)
+    if variant == "shared_whole":  # the shared prompt forward with every prompt whole (before the shared head)
+        import gpgrl.rollout.logprobs as module
+
+        saved, module.shared_head_length = module.shared_head_length, lambda prompts: 0
+        try:
+            return token_logprobs(model, batches["shared"], temperature)
+        finally:
+            module.shared_head_length = saved
     mb = batches["plain" if variant == "plain" else "shared"]
     return token_logprobs(model, mb, temperature, autocast_bf16=variant == "shared_bf16")
 
@@ -187,16 +198,24 @@ def main(argv: list[str] | None = None) -> None:
 
 def roofline(model, mb, rows: dict) -> dict:
     """Forward + backward = 3x the forward FLOPs of the tokens the shared forward computes, at the measured rate."""
-    unique = int(mb.prompt_rows.numel()) if mb.prompt_rows is not None else mb.input_ids.shape[0]
+    from gpgrl.rollout import PromptInputs
+    from gpgrl.rollout.prefill import shared_head_length
+
+    rows_u = mb.prompt_rows.tolist() if mb.prompt_rows is not None else list(range(mb.input_ids.shape[0]))
     lp, lc = mb.input_ids.shape[1] - mb.completion_len, mb.completion_len
+    prompts = [PromptInputs(mb.input_ids[r, :lp][mb.attention_mask[r, :lp].bool()]) for r in rows_u]
+    head = shared_head_length(prompts)
+    unique = len(prompts)
+    prompt_tokens = head + sum(p.ids.numel() - head for p in prompts)  # the least: a shared head once
     b = mb.input_ids.shape[0]
-    flops = 3.0 * (forward_flops(model, unique * lp, lp // 2) + forward_flops(model, b * lc, lp + lc // 2))
-    rate = matmul_rate(model, max(unique * lp, b * lc))
+    flops = 3.0 * (forward_flops(model, prompt_tokens, lp // 2) + forward_flops(model, b * lc, lp + lc // 2))
+    rate = matmul_rate(model, max(prompt_tokens, b * lc))
     at_limit, measured = flops / (rate * 1e9), rows["shared"]["fwd_bwd_s"]
-    print(f"\nroofline: {flops / 1e9:.1f} GFLOP for forward + backward ({unique} prompts x {lp} + {b} x {lc} "
-          f"tokens), F.linear at {rate:.1f} GFLOP/s on the model's shapes: {at_limit:.2f} s at the limit, measured "
-          f"{measured:.2f} s")
-    return {"gflop": flops / 1e9, "matmul_gflops": rate, "roofline_s": at_limit, "measured_s": measured,
+    print(f"\nroofline: {flops / 1e9:.1f} GFLOP for forward + backward ({unique} prompts, {prompt_tokens} tokens "
+          f"with a shared head of {head} once, + {b} x {lc} tokens), F.linear at {rate:.1f} GFLOP/s on the model's "
+          f"shapes: {at_limit:.2f} s at the limit, measured {measured:.2f} s")
+    return {"gflop": flops / 1e9, "matmul_gflops": rate, "shared_head_tokens": head, "prompt_tokens": prompt_tokens,
+            "roofline_s": at_limit, "measured_s": measured,
             "roofline_fraction": at_limit / measured}
 
 

@@ -332,7 +332,7 @@ def evaluate_after(cfg: Config, model: Any, data: Data, out_dir: Path) -> dict[s
     torch.manual_seed(cfg.train.seed)
     e = cfg.eval
     encoder = TextEncoder(data.tokenizer, cfg.data.system_prompt, cfg.data.prompt_template)
-    result = evaluate(model, encoder, data.eval, sampling_params(e), num_samples=e.num_samples, ks=e.k,
+    result = evaluate(model, encoder, data.eval, sampling_params(cfg), num_samples=e.num_samples, ks=e.k,
                       rewards=RewardSet.from_config(cfg.reward))
     write_eval(result, out_dir / "eval_after.json")
     print(f"eval_after: accuracy {result.accuracy:.3f} on {result.n} held-out items "

@@ -2,7 +2,7 @@
 (a system prompt, a chat template's opening) encoded once for the whole chunk.
 
 Text prompts of one run usually start with the same tokens: SmolLM2's chat template and the default recipe's
-system prompt are ~35 of a ~65-token prompt, which made the prefill half of an evaluation's arithmetic. When the
+system prompt are ~40 of a ~70-token prompt, which made the prefill over half of an evaluation's arithmetic. When the
 prompts of a chunk share at least `MIN_SHARED_HEAD` leading tokens, `prefill` runs that head once (batch 1),
 repeats its KV cache over the prompts and runs only each prompt's own tail on it. The tails are left-padded, so
 the padding sits between the head and the tail: the attention mask has a hole there and every real token keeps

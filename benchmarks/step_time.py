@@ -441,8 +441,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown systems {unknown}; known: {', '.join([*GPGRL_SYSTEMS, *TRL_SYSTEMS])}")
     mode = args.mode if args.mode != "auto" else ("lockstep" if args.model == "tiny-random" else "rounds")
     env = machine()
+    recipes = [s for s in systems if s.endswith("default")]
+    lengths = f"{args.lengths} lengths" + (f"; {', '.join(recipes)}: their recipe's lengths, T and rewards"
+                                           if recipes else "")
     print(f"{args.model}: {args.prompts} prompts x G={args.generations}, {args.max_new_tokens} new tokens "
-          f"({args.lengths} lengths), {mode}; {env['cpu']}, {env['cores']} cores, loadavg {env['loadavg']}")
+          f"({lengths}), {mode}; {env['cpu']}, {env['cores']} cores, loadavg {env['loadavg']}")
     with tempfile.TemporaryDirectory(prefix="gpgrl-bench-logs-") as logs:
         runner = run_lockstep if mode == "lockstep" else run_rounds
         results = runner(args, systems, Path(logs))

@@ -128,9 +128,10 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     prompt = {"input_ids": ids[rows, :lp], "attention_mask": attn[rows, :lp],
               **{k: v.to(device) for k, v in batch.prompt_vision.items()}}
     pos = batch.position_ids.to(device) if batch.position_ids is not None else None
-    head = 0 if pos is None or batch.prompt_vision else shared_head_length(_unpadded(prompt))
+    texts = [] if pos is None or batch.prompt_vision else _unpadded(prompt)
+    head = shared_head_length(texts)
     if head:
-        out, prompt_mask = _prompt_with_head(model, _unpadded(prompt), head, device)
+        out, prompt_mask = _prompt_with_head(model, texts, head, device)
     else:
         out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
                     logits_to_keep=1)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from gpgrl.rollout.inputs import PromptInputs, model_positions, pad_prompts, rope_start, text_positions, vision_batch
+from gpgrl.rollout.inputs import PromptInputs, model_positions, rope_start, vision_batch
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
-from gpgrl.rollout.prefill import shared_head_length
+from gpgrl.rollout.prefill import forward_with_head, shared_head_length
 from gpgrl.rollout.sampling import Sample
 
 
@@ -131,7 +131,7 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     texts = [] if pos is None or batch.prompt_vision else _unpadded(prompt)
     head = shared_head_length(texts)
     if head:
-        out, prompt_mask = _prompt_with_head(model, texts, head, device)
+        out, prompt_mask, _ = forward_with_head(model, texts, head, 0, device)  # pad id: masked, any id
     else:
         out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
                     logits_to_keep=1)
@@ -156,21 +156,6 @@ def _unpadded(prompt: dict[str, Tensor]) -> list[PromptInputs]:
     """The distinct prompts of a micro-batch without their left padding."""
     return [PromptInputs(row[mask.bool()]) for row, mask in zip(prompt["input_ids"], prompt["attention_mask"],
                                                                 strict=True)]
-
-
-def _prompt_with_head(model, prompts: list[PromptInputs], head: int, device: torch.device):
-    """The prompt forward with the head all `prompts` share run once (`gpgrl.rollout.prefill`); its KV cache is
-    repeated differentiably, so the head gets the sum of the prompts' gradients. Returns the forward's output and
-    the attention mask [U, head + Lt] of its cache."""
-    out = model(input_ids=prompts[0].ids[:head][None], position_ids=torch.arange(head, device=device)[None],
-                use_cache=True, logits_to_keep=1)
-    cache = output_cache(out)
-    cache.batch_repeat_interleave(len(prompts))  # [1, ...] -> [U, ...]
-    tails, tail_mask = pad_prompts([PromptInputs(p.ids[head:]) for p in prompts], 0)  # [U, Lt] each
-    mask = torch.cat([tail_mask.new_ones(len(prompts), head), tail_mask], dim=1).to(device)  # [U, head + Lt]
-    out = model(input_ids=tails.to(device), attention_mask=mask, position_ids=text_positions(mask)[:, head:],
-                use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache))
-    return out, mask
 
 
 def can_share_prompts(model) -> bool:

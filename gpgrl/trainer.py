@@ -9,7 +9,7 @@ other term (they carry no gradient under GPG), and the saved fraction is logged.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -31,12 +31,21 @@ from rich.table import Table
 
 from gpgrl.algos.aggregation import Normaliser, aggregate
 from gpgrl.algos.presets import Algorithm, resolve_algorithm
-from gpgrl.checkpoint import LoopState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gpgrl.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    staging_dir,
+)
 from gpgrl.config import Config, ConfigError, to_dict, to_yaml
 from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
 from gpgrl.evaluation import blank_path, evaluate_and_write
 from gpgrl.metrics import MetricsWriter, ProgressBar
 from gpgrl.models import frozen_copy, load_policy, load_reference, prepare_loaded, save_final, vision_parameters
+from gpgrl.parallel import Strategy, make_strategy, resolve_strategy, strip_launcher_env
 from gpgrl.resample import CollectStats, Group, collect_batch
 from gpgrl.rewards import RewardSet, TrainerState, trl_inputs
 from gpgrl.rollout import (
@@ -86,6 +95,7 @@ class Run:
     cfg: Config
     algo: Algorithm
     accelerator: Accelerator
+    strategy: Strategy
     model: Any
     tokenizer: Any  # a tokenizer (text model) or a processor (vision-language model)
     encoder: PromptEncoder
@@ -158,20 +168,19 @@ def prepare_output_dir(cfg: Config) -> Path:
     return out
 
 
-SHARDED_ENGINES = {"FSDP", "DEEPSPEED", "MEGATRON_LM"}
+def choose_strategy(cfg: Config, inputs: RunInputs) -> Config:
+    """The config with the parallel strategy the launcher and parallel.strategy agree on, checked before anything
+    is loaded; accelerate's own engine switches are then removed from the environment (gpgrl shards itself)."""
+    name = resolve_strategy(cfg.parallel.strategy, os.environ)
+    strip_launcher_env()
+    if name != "ddp" and inputs.model is not None:
+        raise ConfigError(f"parallel.strategy={name} builds its model from model.name; a model object given to "
+                          "gpgrl.train trains with parallel.strategy=ddp")
+    if name.startswith("zero"):
+        from gpgrl.parallel.zero import import_deepspeed
 
-
-def check_engine(distributed_type: Any) -> None:
-    """Refuse the accelerate engines gpgrl's step is not built for, before anything is loaded.
-
-    gpgrl's step runs a variable number of micro-batches and checks the loss before it updates; DeepSpeed steps the
-    optimizer inside every `backward`, and FSDP / ZeRO-3 shard the parameters that generation needs whole."""
-    name = getattr(distributed_type, "value", str(distributed_type)).upper()
-    if name in SHARDED_ENGINES:
-        raise ConfigError(f"the accelerate config selects {name}, which gpgrl does not support yet: launch with "
-                          "recipes/accelerate/ddp.yaml (or one process). For a model whose training state does not "
-                          "fit one device, train LoRA adapters (model.lora_r=16) with model.gradient_checkpointing="
-                          "true and model.dtype=bfloat16")
+        import_deepspeed()
+    return dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, strategy=name))
 
 
 def load_models(cfg: Config, algo: Algorithm, inputs: RunInputs) -> tuple[Any, Any, Any]:
@@ -186,8 +195,9 @@ def load_models(cfg: Config, algo: Algorithm, inputs: RunInputs) -> tuple[Any, A
 
 def setup(cfg: Config, console: Console, inputs: RunInputs | None = None) -> Run:
     inputs = inputs or RunInputs()
+    cfg = choose_strategy(cfg, inputs)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    check_engine(accelerator.distributed_type)
+    strategy = make_strategy(cfg.parallel.strategy, accelerator, cfg)
     if not accelerator.is_main_process:
         console = Console(quiet=True)  # one process speaks
     set_seed(cfg.train.seed)
@@ -199,12 +209,11 @@ def setup(cfg: Config, console: Console, inputs: RunInputs | None = None) -> Run
         model, tokenizer, reference = load_models(cfg, algo, inputs)
     encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     check_images(train_examples + eval_examples, encoder, cfg)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer, scheduler = strategy.prepare(model, lambda m: make_optimizer(m, cfg))
     if reference is not None:
         reference = reference.to(accelerator.device)
-    run = Run(cfg, algo, accelerator, model, tokenizer, encoder, reference, [], [], None, reward_set, optimizer,
-              scheduler, output_dir, console, callbacks=tuple(inputs.callbacks))
+    run = Run(cfg, algo, accelerator, strategy, model, tokenizer, encoder, reference, [], [], None, reward_set,
+              optimizer, scheduler, output_dir, console, callbacks=tuple(inputs.callbacks))
     limit, length = cfg.rollout.max_prompt_tokens, lambda ex: encoder.encode(ex).ids.numel()
     run.train_examples = drop_long_prompts(train_examples, length, limit, "train", console)
     run.eval_examples = drop_long_prompts(eval_examples, length, limit, "eval", console)
@@ -265,15 +274,15 @@ def seeded(seed: int):
         yield
 
 
-def generate_chunk(run: Run, examples: Sequence[Example], seed: int) -> list[list[Sample]]:
-    """G completions for each example of one generation chunk, sampled from the chunk's own seed."""
+def generate_chunk(run: Run, model: Any, examples: Sequence[Example], seed: int) -> list[list[Sample]]:
+    """G completions for each example of one generation chunk, sampled by `model` (whole parameters) from the
+    chunk's own seed."""
     r = run.cfg.rollout
     params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.generation_batch_size, r.min_new_tokens,
                             r.shared_prefill, run.cfg.model.autocast_bf16, r.stop_after_answer)
     prompts = [run.encoder.encode(ex) for ex in examples]  # each prompt's images are processed once, here
     with seeded(seed):
-        return generate(run.accelerator.unwrap_model(run.model), run.encoder, prompts, r.generations_per_prompt,
-                        params)
+        return generate(model, run.encoder, prompts, r.generations_per_prompt, params)
 
 
 def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int):
@@ -291,12 +300,13 @@ def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int)
         rounds[0] += 1
         local: list[tuple[int, Group]] = []
         local_counts: dict[str, int] = {}
-        for c in range(acc.process_index, math.ceil(len(examples) / per_chunk), acc.num_processes):
-            chunk = examples[c * per_chunk:(c + 1) * per_chunk]
-            with timer("generate"):
-                samples = generate_chunk(run, chunk, derive_seed(run.cfg.train.seed, step, rounds[0], c))
-            with timer("reward"):
-                local += [(c, g) for g in score_groups(run, chunk, samples, local_counts, step)]
+        with run.strategy.whole_model() as model:  # sharded parameters are gathered once for the round
+            for c in range(acc.process_index, math.ceil(len(examples) / per_chunk), acc.num_processes):
+                chunk = examples[c * per_chunk:(c + 1) * per_chunk]
+                with timer("generate"):
+                    samples = generate_chunk(run, model, chunk, derive_seed(run.cfg.train.seed, step, rounds[0], c))
+                with timer("reward"):
+                    local += [(c, g) for g in score_groups(run, chunk, samples, local_counts, step)]
         gathered = gather_object([(local, local_counts)]) if acc.num_processes > 1 else [(local, local_counts)]
         for _, part in gathered:
             for key, value in part.items():
@@ -338,8 +348,8 @@ class StepBatch:
 def micro_batch_loss(run: Run, samples: list[Sample], adv: torch.Tensor, weights: torch.Tensor,
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of this micro-batch's per-token losses (its share of the step's aggregated loss)."""
-    mb = collate(samples, run.encoder.pad_id, share_prompts=run.cfg.rollout.shared_prompt_forward,
-                 suppressed_ids=run.encoder.suppressed_ids)
+    share = run.cfg.rollout.shared_prompt_forward and run.strategy.shares_prompt_forward
+    mb = collate(samples, run.encoder.pad_id, share_prompts=share, suppressed_ids=run.encoder.suppressed_ids)
     device = run.accelerator.device
     mask = mb.completion_mask.to(device)  # [B, Lc]
     temperature, bf16 = run.cfg.rollout.temperature, run.cfg.model.autocast_bf16
@@ -377,10 +387,11 @@ def backward_all(run: Run, batch: StepBatch, adv: torch.Tensor, weights: torch.T
     for i, idx in enumerate(parts):
         # an empty share still runs one zero-weight sample so that every process takes part in the all-reduce
         rows, w = (idx, weights[idx]) if idx else ([active[0]], torch.zeros(1))
-        with contextlib.nullcontext() if i == len(parts) - 1 else acc.no_sync(run.model):
+        last = i == len(parts) - 1
+        with run.strategy.sync_context(last):
             loss, stats = micro_batch_loss(run, [batch.samples[j] for j in rows], adv[rows], w)
-            # DDP averages gradients over processes; the weights already hold the global normaliser
-            acc.backward(loss * acc.num_processes)
+            # every strategy averages gradients over processes; the weights already hold the global normaliser
+            run.strategy.backward(loss * acc.num_processes, last)
         loss_total += float(loss.detach())
         n_mb += bool(idx)
         for k, v in stats.items():  # the same keys on every process, so the reduce below lines up
@@ -394,15 +405,9 @@ def backward_all(run: Run, batch: StepBatch, adv: torch.Tensor, weights: torch.T
 
 def optimizer_step(run: Run, loss: float) -> tuple[float, bool]:
     """Clip and step; a non-finite loss or gradient norm skips the update (gradients are dropped)."""
-    max_norm = run.cfg.optim.max_grad_norm
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    grad_norm = float(run.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
-    finite = math.isfinite(loss) and math.isfinite(grad_norm)
-    if finite:
-        run.optimizer.step()
-        run.updates += 1
-    run.optimizer.zero_grad(set_to_none=True)
-    return grad_norm, finite
+    grad_norm, applied = run.strategy.clip_and_step(run.cfg.optim.max_grad_norm, loss)
+    run.updates += applied
+    return grad_norm, applied
 
 
 def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, Any]:
@@ -501,23 +506,28 @@ def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> Non
 
 
 def run_eval(run: Run, name: str, step: int) -> dict[str, Any] | None:
-    """Evaluate on the held-out split (main process), write `<name>.json` (and `<name>_blank.json` with
-    eval.blank_control), return its summary (the control's accuracy as `accuracy_blank`)."""
-    if not run.accelerator.is_main_process:
-        run.accelerator.wait_for_everyone()
-        return None
+    """Evaluate on the held-out split (main process, while every process holds the whole model), write
+    `<name>.json` (and `<name>_blank.json` with eval.blank_control), return its summary (the control's accuracy as
+    `accuracy_blank`)."""
     if not run.eval_examples:
         run.console.print(f"{name}: no held-out items (give data.eval_split, data.eval_size or eval_dataset): skipped")
-        run.accelerator.wait_for_everyone()
         return None
+    summary = None
+    with run.strategy.whole_model() as model:
+        if run.accelerator.is_main_process:
+            summary = evaluate_on_main(run, model, name, step)
+        run.accelerator.wait_for_everyone()
+    return summary
+
+
+def evaluate_on_main(run: Run, model: Any, name: str, step: int) -> dict[str, Any]:
     state = TrainerState(global_step=step, max_steps=run.cfg.train.max_steps, epoch=float(run.queue.epoch))
-    result, control = evaluate_and_write(run.accelerator.unwrap_model(run.model), run.encoder, run.eval_examples,
-                                         run.cfg, run.rewards, run.output_dir / f"{name}.json", state)
+    result, control = evaluate_and_write(model, run.encoder, run.eval_examples, run.cfg, run.rewards,
+                                         run.output_dir / f"{name}.json", state)
     means = "".join(f", {k} {v:.3f}" for k, v in result.means.items())
     blank = f", blank-image control {control.accuracy:.3f}" if control is not None else ""
     run.console.print(f"{name}: accuracy {result.accuracy:.3f}{means} on {result.n} held-out items "
                       f"(boxed answers {result.boxed_rate:.2f}){blank}")
-    run.accelerator.wait_for_everyone()
     summary = result.summary()
     if control is not None:
         summary["accuracy_blank"] = control.accuracy
@@ -654,14 +664,18 @@ def _file_size(path: Path) -> int:
 
 def save_state(run: Run, loop: LoopState, rng: dict[str, Any] | None = None, queue: dict | None = None) -> Path:
     """Checkpoint the run at the end of `loop.step` (RNG and queue default to their current state)."""
-    parts = {"model": run.accelerator.unwrap_model(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
-             "scheduler": run.scheduler.state_dict(), "rng": rng or rng_state(),
+    parts = {**run.strategy.state_parts(), "scheduler": run.scheduler.state_dict(), "rng": rng or rng_state(),
              "queue": queue or run.queue.state_dict()}
     path = run.output_dir / f"checkpoint-{loop.step:08d}"
+    acc = run.accelerator
     try:
-        if run.accelerator.is_main_process:
-            path = save_checkpoint(run.output_dir, loop, parts, run.cfg.train.keep_checkpoints)
-        run.accelerator.wait_for_everyone()
+        tmp = staging_dir(run.output_dir, loop.step) if acc.is_main_process else None
+        acc.wait_for_everyone()
+        run.strategy.write_shards(staging_dir(run.output_dir, loop.step, create=False))  # each process's own part
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            path = save_checkpoint(run.output_dir, loop, parts, run.cfg.train.keep_checkpoints, tmp)
+        acc.wait_for_everyone()
         return path
     except OSError as err:
         previous = latest_checkpoint(run.output_dir)
@@ -681,8 +695,7 @@ def resume_or_start(run: Run) -> LoopState:
                               "starting at step 1")
         return fresh
     loop, parts = load_checkpoint(path)
-    run.accelerator.unwrap_model(run.model).load_state_dict(parts["model"])
-    run.optimizer.load_state_dict(parts["optimizer"])
+    run.strategy.load_parts(parts, path)
     run.scheduler.load_state_dict(parts["scheduler"])
     run.queue.load_state_dict(parts["queue"])
     set_rng_state(parts["rng"])
@@ -812,9 +825,10 @@ def train(cfg: Config, console: Console | None = None, inputs: RunInputs | None 
     if cfg.eval.blank_control:
         summary.update(accuracy_before_blank=(before or {}).get("accuracy_blank"),
                        accuracy_after_blank=(after or {}).get("accuracy_blank"))
+    final = run.strategy.final_model(lambda: load_policy(cfg.model, cfg.train.seed)[0])  # None off the main process
     if main:
-        save_final(run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir / "final",
+        save_final(final, run.tokenizer, run.output_dir / "final",
                    model_card(cfg, run.algo, summary, run.encoder.accepts_images))
         (run.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(run.console, {"before": before, "after": after})
-    return TrainResult(summary, run.accelerator.unwrap_model(run.model), run.tokenizer, run.output_dir)
+    return TrainResult(summary, final, run.tokenizer, run.output_dir)

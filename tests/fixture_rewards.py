@@ -30,3 +30,10 @@ def crash_on_second_step(prompts, completions, **columns):
         if calls == 2:
             raise RuntimeError("injected crash at step 2")
     return has_digit(prompts, completions)
+
+
+def overflowing_on_even_steps(prompts, completions, trainer_state=None, **columns):
+    """has_digit, scaled to 3e38 on even steps: the advantages' loss overflows to inf there (a non-finite loss the
+    step must skip), finite on odd steps."""
+    scale = 3e38 if trainer_state is not None and trainer_state.global_step % 2 == 1 else 1.0
+    return [scale * float(any(c.isdigit() for c in text)) for text in completions]

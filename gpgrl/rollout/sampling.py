@@ -96,8 +96,10 @@ def _generate_chunk(model, encoder: PromptEncoder, prompts: Sequence[PromptInput
     lp = inputs["input_ids"].shape[1]
     if params.stop_after_answer:
         kwargs["stopping_criteria"] = StoppingCriteriaList([_AnswerStop(encoder.tokenizer, lp)])
+    # each process samples its own chunks with whole parameters (a sharded model is gathered around the round), so
+    # transformers must not lock the processes' decode steps together as it does by itself for an FSDP model
     out = model.generate(**inputs, max_new_tokens=params.max_new_tokens, pad_token_id=encoder.pad_id,
-                         eos_token_id=sorted(eos_ids), **kwargs)
+                         eos_token_id=sorted(eos_ids), synced_gpus=False, **kwargs)
     return _to_samples(encoder.tokenizer, rows, out[:, lp:].cpu(), eos_ids, params.stop_after_answer)
 
 

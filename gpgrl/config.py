@@ -276,8 +276,26 @@ class RolloutConfig:
     """Training forward: run each distinct prompt of a micro-batch once and its completions on the prompt's KV
     cache. Same gradient up to float rounding. Falls back to the plain forward, quietly, where a KV cache cannot
     carry gradients: under gradient checkpointing and under DDP (several processes)."""
+    engine: str = "hf"
+    """What samples the training completions: hf (gpgrl's sampler on the trained model itself) or vllm (a vLLM
+    engine colocated in every process, weights pushed after every optimizer step; text models; the vllm extra).
+    Evaluation always runs on the trained model."""
+    importance_cap: float = 0.0
+    """rollout.engine=vllm: weight each token's loss by min(π_trainer / π_engine, cap), the truncated importance
+    sampling correction of the engine-versus-trainer mismatch (0 = off; TRL and verl use 2-10)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """rollout.engine=vllm on a GPU: the fraction of its memory vLLM may take (weights and KV cache), beside the
+    trainer's."""
 
     def __post_init__(self) -> None:
+        _one_of("rollout.engine", self.engine, ("hf", "vllm"))
+        _require(self.importance_cap == 0 or (self.engine == "vllm" and self.importance_cap >= 1),
+                 f"rollout.importance_cap={self.importance_cap} corrects an engine's sampling: it needs "
+                 "rollout.engine=vllm and a cap >= 1 (0 = off)")
+        _require(0 < self.vllm_gpu_memory_utilization < 1,
+                 f"rollout.vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1)")
+        _require(not (self.engine == "vllm" and self.stop_after_answer),
+                 "rollout.stop_after_answer is gpgrl's own sampler's: use it with rollout.engine=hf")
         _require(self.prompts_per_step > 0, f"rollout.prompts_per_step={self.prompts_per_step} must be > 0")
         _require(self.generations_per_prompt >= 2,
                  f"rollout.generations_per_prompt={self.generations_per_prompt}: a group needs at least 2 "

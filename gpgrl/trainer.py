@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpgrl.algos.aggregation import Normaliser, aggregate
+from gpgrl.algos.losses import truncated_importance_weights
 from gpgrl.algos.presets import Algorithm, resolve_algorithm
 from gpgrl.checkpoint import (
     LoopState,
@@ -44,7 +45,15 @@ from gpgrl.config import Config, ConfigError, to_dict, to_yaml
 from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
 from gpgrl.evaluation import blank_path, evaluate_and_write
 from gpgrl.metrics import MetricsWriter, ProgressBar
-from gpgrl.models import frozen_copy, load_policy, load_reference, prepare_loaded, save_final, vision_parameters
+from gpgrl.models import (
+    frozen_copy,
+    load_policy,
+    load_reference,
+    prepare_loaded,
+    resolve_model_source,
+    save_final,
+    vision_parameters,
+)
 from gpgrl.parallel import Strategy, make_strategy, resolve_strategy, strip_launcher_env
 from gpgrl.resample import CollectStats, Group, collect_batch
 from gpgrl.rewards import RewardSet, TrainerState, trl_inputs
@@ -53,10 +62,11 @@ from gpgrl.rollout import (
     Sample,
     SamplingParams,
     collate,
-    generate,
+    eos_token_ids,
     make_encoder,
     token_logprobs,
 )
+from gpgrl.rollout.engines import Sampler, make_engine
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Run:
     algo: Algorithm
     accelerator: Accelerator
     strategy: Strategy
+    engine: Any  # the rollout engine (gpgrl.rollout.engines)
     model: Any
     tokenizer: Any  # a tokenizer (text model) or a processor (vision-language model)
     encoder: PromptEncoder
@@ -209,16 +220,35 @@ def setup(cfg: Config, console: Console, inputs: RunInputs | None = None) -> Run
         model, tokenizer, reference = load_models(cfg, algo, inputs)
     encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
     check_images(train_examples + eval_examples, encoder, cfg)
+    eos_ids = eos_token_ids(model, encoder.tokenizer)
+    plain = model
     model, optimizer, scheduler = strategy.prepare(model, lambda m: make_optimizer(m, cfg))
     if reference is not None:
         reference = reference.to(accelerator.device)
-    run = Run(cfg, algo, accelerator, strategy, model, tokenizer, encoder, reference, [], [], None, reward_set,
-              optimizer, scheduler, output_dir, console, callbacks=tuple(inputs.callbacks))
+    engine = make_engine(cfg.rollout.engine, encoder, cfg,
+                         lambda: initial_model_dir(cfg, plain, tokenizer, output_dir, accelerator), accelerator,
+                         eos_ids)
+    run = Run(cfg, algo, accelerator, strategy, engine, model, tokenizer, encoder, reference, [], [], None,
+              reward_set, optimizer, scheduler, output_dir, console, callbacks=tuple(inputs.callbacks))
     limit, length = cfg.rollout.max_prompt_tokens, lambda ex: encoder.encode(ex).ids.numel()
     run.train_examples = drop_long_prompts(train_examples, length, limit, "train", console)
     run.eval_examples = drop_long_prompts(eval_examples, length, limit, "eval", console)
     run.queue = PromptQueue(run.train_examples, seed=cfg.train.seed)
     return run
+
+
+def initial_model_dir(cfg: Config, model: Any, tokenizer: Any, output_dir: Path, accelerator: Accelerator) -> str:
+    """A directory holding the policy's base checkpoint for a rollout engine to load: model.name's own directory,
+    else (a hub id, or a given model object) a copy the main process saves. The engine gets the trainer's actual
+    weights pushed before the first rollout, so only the architecture and tokenizer matter."""
+    source = resolve_model_source(cfg.model)
+    if Path(source).is_dir():
+        return source
+    target = output_dir / "engine-initial"
+    if accelerator.is_main_process and not (target / "config.json").exists():
+        save_final(model, tokenizer, target, "The initial policy, loaded by the rollout engine.")
+    accelerator.wait_for_everyone()
+    return str(target)
 
 
 def check_images(examples: Sequence[Example], encoder: PromptEncoder, cfg: Config) -> None:
@@ -265,24 +295,14 @@ def score_groups(run: Run, examples: Sequence[Example], groups: list[list[Sample
             for i, ex in enumerate(examples)]
 
 
-@contextmanager
-def seeded(seed: int):
-    """Run the block on torch's RNG seeded with `seed`, leaving the global RNG state untouched."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def generate_chunk(run: Run, model: Any, examples: Sequence[Example], seed: int) -> list[list[Sample]]:
-    """G completions for each example of one generation chunk, sampled by `model` (whole parameters) from the
-    chunk's own seed."""
+def generate_chunk(run: Run, sample: Sampler, examples: Sequence[Example], seed: int) -> list[list[Sample]]:
+    """G completions for each example of one generation chunk, drawn by the engine's `sample` from the chunk's
+    own seed."""
     r = run.cfg.rollout
     params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.generation_batch_size, r.min_new_tokens,
                             r.shared_prefill, run.cfg.model.autocast_bf16, r.stop_after_answer)
     prompts = [run.encoder.encode(ex) for ex in examples]  # each prompt's images are processed once, here
-    with seeded(seed):
-        return generate(model, run.encoder, prompts, r.generations_per_prompt, params)
+    return sample(prompts, r.generations_per_prompt, params, seed)
 
 
 def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int):
@@ -300,11 +320,11 @@ def rollout_and_score(run: Run, timer: Timer, counts: dict[str, int], step: int)
         rounds[0] += 1
         local: list[tuple[int, Group]] = []
         local_counts: dict[str, int] = {}
-        with run.strategy.whole_model() as model:  # sharded parameters are gathered once for the round
+        with run.engine.round(run.strategy) as sample:  # a sharded model is gathered once for the round
             for c in range(acc.process_index, math.ceil(len(examples) / per_chunk), acc.num_processes):
                 chunk = examples[c * per_chunk:(c + 1) * per_chunk]
                 with timer("generate"):
-                    samples = generate_chunk(run, model, chunk, derive_seed(run.cfg.train.seed, step, rounds[0], c))
+                    samples = generate_chunk(run, sample, chunk, derive_seed(run.cfg.train.seed, step, rounds[0], c))
                 with timer("reward"):
                     local += [(c, g) for g in score_groups(run, chunk, samples, local_counts, step)]
         gathered = gather_object([(local, local_counts)]) if acc.num_processes > 1 else [(local, local_counts)]
@@ -358,9 +378,25 @@ def micro_batch_loss(run: Run, samples: list[Sample], adv: torch.Tensor, weights
     if run.reference is not None:
         with torch.no_grad():
             ref_logp = token_logprobs(run.reference, mb, temperature, bf16)  # [B, Lc]
+    is_weights, mismatch = sampler_correction(run, samples, logp, mask)
     # one update per rollout: the sampling policy is the current one, so old log-probs are logp.detach()
-    token_loss, stats = run.algo.token_loss(logp, logp.detach(), adv.to(device), mask, ref_logp=ref_logp)
-    return aggregate(token_loss, mask, weights.to(device)), stats
+    token_loss, stats = run.algo.token_loss(logp, logp.detach(), adv.to(device), mask, ref_logp=ref_logp,
+                                            is_weights=is_weights)
+    return aggregate(token_loss, mask, weights.to(device)), {**stats, **mismatch}
+
+
+def sampler_correction(run: Run, samples: list[Sample], logp: torch.Tensor, mask: torch.Tensor):
+    """For samples an engine drew with its own log-probs: the truncated importance weights [B, Lc]
+    (rollout.importance_cap; None when off) and the engine-versus-trainer log-prob mismatch statistics."""
+    if samples[0].sampler_logprobs is None:
+        return None, {}
+    engine_logp = torch.zeros_like(logp)  # [B, Lc]
+    for row, s in enumerate(samples):
+        engine_logp[row, :s.length] = s.sampler_logprobs.to(logp.device)
+    gap = (logp.detach() - engine_logp).abs() * mask  # [B, Lc]
+    stats = {"sampler_logprob_diff": gap.sum() / mask.sum().clamp_min(1), "sampler_logprob_diff_max": gap.max()}
+    cap = run.cfg.rollout.importance_cap
+    return truncated_importance_weights(logp, engine_logp, cap) if cap > 0 else None, stats
 
 
 def active_indices(run: Run, adv: torch.Tensor) -> list[int]:
@@ -478,6 +514,8 @@ def train_step(run: Run, step: int) -> tuple[dict[str, Any], list[Group]]:
     m["finite"] = int(m["finite"])
     if run.updates > updates_before:
         run.scheduler.step()  # the schedule counts optimizer updates
+        with timer("push"):
+            run.engine.push_weights(run.strategy)
     elif not m["has_signal"]:
         run.console.print(f"[yellow]step {step}: every group has identical rewards: no gradient, step skipped")
     elif not m["finite"]:
@@ -487,7 +525,8 @@ def train_step(run: Run, step: int) -> tuple[dict[str, Any], list[Group]]:
     m.update({"lr": run.scheduler.get_last_lr()[0], "step_time_s": elapsed,
               "tokens_per_s": m["generated_tokens"] / max(timer.totals.get("generate", 0.0), 1e-9),
               "time_generate_s": timer.totals.get("generate", 0.0), "time_reward_s": timer.totals.get("reward", 0.0),
-              "time_train_s": timer.totals.get("train", 0.0), "epoch": run.queue.epoch,
+              "time_train_s": timer.totals.get("train", 0.0), "time_push_s": timer.totals.get("push", 0.0),
+              "epoch": run.queue.epoch,
               "processes": run.accelerator.num_processes})
     return m, groups
 
@@ -800,6 +839,7 @@ def train(cfg: Config, console: Console | None = None, inputs: RunInputs | None 
     started = time.perf_counter()
     run = setup(cfg, console, inputs)
     loop = resume_or_start(run)
+    run.engine.push_weights(run.strategy)  # a resumed run's weights (and the exact dtype) into the engine
     main = run.accelerator.is_main_process
     before_path = run.output_dir / "eval_before.json"
     before = None

@@ -18,7 +18,7 @@ from gpgrl.algos.advantages import ADVANTAGES, ZEROES_DEGENERATE
 from gpgrl.algos.aggregation import AGGREGATIONS, Normaliser, aggregate, sequence_weights
 from gpgrl.algos.alpha import ALPHAS, AlphaResult
 from gpgrl.algos.groups import DEGENERATE_TOL, GroupStats, group_index, group_stats
-from gpgrl.algos.losses import LOSSES, k3_kl, masked_mean
+from gpgrl.algos.losses import LOSSES, k3_kl, masked_mean, truncated_importance_weights
 from gpgrl.algos.presets import ALGORITHMS, Algorithm, presets_table, resolve_algorithm
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "presets_table",
     "resolve_algorithm",
     "sequence_weights",
+    "truncated_importance_weights",
 ]

@@ -83,6 +83,19 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(diff) - diff - 1.0  # [N, T]
 
 
+def truncated_importance_weights(logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance sampling weights min(pi_trainer / pi_sampler, cap) per token [N, T], detached.
+
+    Corrects the loss of tokens drawn by a sampling engine whose numerics differ from the trainer's (vLLM's kernels
+    against the trainer's forward): E_sampler[w * grad] = E_trainer[grad] where w is not truncated.
+
+    Example:
+        >>> truncated_importance_weights(torch.tensor([[0.0, -1.0]]), torch.tensor([[-1.0, -1.0]]), 2.0)
+        tensor([[2., 1.]])
+    """
+    return torch.exp(logp.detach() - sampler_logp).clamp(max=cap)  # [N, T]
+
+
 LOSSES = MappingProxyType({
     "pg": pg_loss,
     "clip": clipped_loss,

@@ -75,6 +75,10 @@ class Strategy:
         policy, which strategies that shard the parameters fill with the gathered weights."""
         return self.accelerator.unwrap_model(self.model)
 
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The model's whole state dict on every process (what a rollout engine is given after each update)."""
+        return dict(self.accelerator.unwrap_model(self.model).state_dict())
+
     # ------------------------------------------------------------ checkpoints
 
     def state_parts(self) -> dict[str, Any]:

@@ -114,6 +114,9 @@ class FSDP2(Strategy):
         plain.load_state_dict(state)
         return plain
 
+    def full_state(self) -> dict[str, torch.Tensor]:
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))  # on every process
+
     def state_parts(self) -> dict[str, Any]:
         return {"model": get_model_state_dict(self.model, options=self._full()),
                 "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=self._full())}

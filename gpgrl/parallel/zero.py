@@ -104,6 +104,10 @@ class ZeRO(Strategy):
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             yield module
 
+    def full_state(self) -> dict[str, torch.Tensor]:
+        with self.whole_model() as module:
+            return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
     def _weights(self) -> dict[str, torch.Tensor]:
         """The consolidated weights on the main process ({} elsewhere)."""
         main = self.accelerator.is_main_process

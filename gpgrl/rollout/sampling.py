@@ -42,6 +42,7 @@ class Sample:
     text: str
     truncated: bool  # no EOS within max_new_tokens
     vision: Vision | None = None  # the prompt's vision inputs (shared by the prompt's samples)
+    sampler_logprobs: Tensor | None = None  # [Lc] the log-probs an engine reported at the sampling temperature
 
     @property
     def length(self) -> int:

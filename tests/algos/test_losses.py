@@ -112,3 +112,14 @@ def test_masked_mean():
     assert masked_mean(values, torch.tensor([[1, 1], [1, 0]])).item() == 2.0
     assert masked_mean(values, torch.zeros(2, 2)).item() == 0.0
     assert masked_mean(values, None).item() == 26.5
+
+
+def test_truncated_importance_weights_hand_values():
+    from gpgrl.algos.losses import truncated_importance_weights
+
+    logp = torch.tensor([[math.log(0.5), math.log(0.2)], [math.log(0.9), math.log(0.1)]], requires_grad=True)
+    engine = torch.tensor([[math.log(0.25), math.log(0.4)], [math.log(0.1), math.log(0.1)]])
+    weights = truncated_importance_weights(logp, engine, cap=3.0)
+    # ratios 0.5/0.25 = 2, 0.2/0.4 = 0.5, 0.9/0.1 = 9 -> capped at 3, 0.1/0.1 = 1
+    assert torch.allclose(weights, torch.tensor([[2.0, 0.5], [3.0, 1.0]]), atol=1e-6)
+    assert not weights.requires_grad  # a constant factor of the loss: it never carries gradient itself

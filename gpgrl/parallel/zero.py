@@ -5,7 +5,8 @@ micro-batches, so the engine is built with one micro-batch per accumulation and 
 boundary itself: exactly one optimizer step per gpgrl step. Clipping and the gradient norm come from the engine,
 which skips the update (and drops the gradients) when the norm is not finite; a non-finite loss is turned into
 non-finite gradients on the step's last backward so that it takes the same path. Under ZeRO-3, generation runs with
-the parameters gathered (`GatheredParameters`) for the whole block. Checkpoints hold the consolidated weights
+the parameters gathered (`GatheredParameters`) and ZeRO-3's per-module hooks off for the whole block, so each
+process may run its own number of forwards. Checkpoints hold the consolidated weights
 (main process) and DeepSpeed's own per-process optimizer partitions, so a run resumes exactly on the same number
 of processes.
 """
@@ -101,8 +102,30 @@ class ZeRO(Strategy):
             return
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None), \
+                self._without_parameter_hooks():
             yield module
+
+    @contextlib.contextmanager
+    def _without_parameter_hooks(self) -> Iterator[None]:
+        """ZeRO-3's per-module hooks gather and release parameters around every forward, and its root hook checks
+        the step against the other processes: collectives that hang when the processes run different numbers of
+        forwards (chunks, decode lengths, the main process's evaluation). With the parameters gathered they are
+        taken off for the block and put back after, as TRL does (DeepSpeed offers no public switch)."""
+        offload = self.model.optimizer.parameter_offload
+        for param in offload.module.parameters():
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        # the root's start-of-forward hook checks step counts against the other processes (a broadcast)
+        root_hooks, start_id = offload.module._forward_pre_hooks, offload.fwd_pre_hook.id
+        start = root_hooks.pop(start_id)
+        try:
+            yield
+        finally:
+            root_hooks[start_id] = start
+            offload._register_deepspeed_module(offload.module)
 
     def full_state(self) -> dict[str, torch.Tensor]:
         with self.whole_model() as module:

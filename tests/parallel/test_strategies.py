@@ -1,8 +1,10 @@
-"""fsdp2, zero2 and zero3 on two CPU processes (torchrun, gloo) give the run of one process, resume exactly after
-SIGKILL, and take the one-process path through a non-finite step.
+"""fsdp2, zero2 and zero3 on two CPU processes (torchrun, gloo) give the run of one process (also when the processes
+sample different amounts and the main process evaluates alone), resume exactly after SIGKILL, and take the
+one-process path through a non-finite step.
 
 A module-scoped one-process run and one 4-step two-process run per strategy are shared by the tests."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ STRATEGIES = ["fsdp2", "zero2", "zero3"]
 WEIGHT_TOLERANCE = {"fsdp2": 1e-5, "zero2": 1e-4, "zero3": 1e-4}  # ZeRO's flat partitions reorder the sums
 EXACT_KEYS = ("reward_mean", "alpha", "valid_group_fraction", "rounds", "degenerate_groups", "generated_tokens",
               "finite", "lr")
-FOUR_STEPS = ("train.max_steps=4", "train.save_every=1")
+# chunks of 3 and 1 prompts: the two processes sample different amounts (and numbers of decode steps); the main
+# process alone evaluates at the end, with the whole model
+FOUR_STEPS = ("train.max_steps=4", "train.save_every=1", "rollout.generation_batch_size=12", "eval.after=true")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +47,8 @@ def test_two_processes_equal_one(one_process, two_processes):
     assert [m["grad_norm"] for m in s2] == pytest.approx([m["grad_norm"] for m in s1], rel=1e-4)
     assert max_weight_difference(one_process, two) <= WEIGHT_TOLERANCE[name]
     assert "strategy: " + name in (two / "config.yaml").read_text()
+    evals = [json.loads((out / "eval_after.json").read_text()) for out in (one_process, two)]
+    assert evals[0]["accuracy"] == evals[1]["accuracy"] and evals[0]["n"] == evals[1]["n"] == 4
 
 
 def test_killed_and_resumed_equals_uninterrupted(cache, two_processes):
@@ -95,7 +101,8 @@ def test_fsdp2_bf16_mixed_precision_with_cpu_offload_trains(cache, one_process):
 def test_the_shipped_accelerate_configs_select_their_strategy(cache, one_process, config, name):
     """`accelerate launch --config_file recipes/accelerate/<config>` runs gpgrl's own strategy of that name."""
     launcher = f"accelerate:{RECIPES / config}"
-    out = run(cache, f"accelerate-{name}", 2, "train.max_steps=2", launcher=launcher)
+    out = run(cache, f"accelerate-{name}", 2, "train.max_steps=2", "rollout.generation_batch_size=12",
+              launcher=launcher)
     assert f"strategy: {name}" in (out / "config.yaml").read_text()
     s1, s2 = steps(one_process)[:2], steps(out)
     assert [m["reward_mean"] for m in s2] == [m["reward_mean"] for m in s1]

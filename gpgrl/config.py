@@ -275,7 +275,8 @@ class RolloutConfig:
     shared_prompt_forward: bool = True
     """Training forward: run each distinct prompt of a micro-batch once and its completions on the prompt's KV
     cache. Same gradient up to float rounding. Falls back to the plain forward, quietly, where a KV cache cannot
-    carry gradients: under gradient checkpointing and under DDP (several processes)."""
+    carry gradients: under gradient checkpointing, under DDP (several processes) and under parallel.strategy
+    fsdp2 / zero2 / zero3."""
     engine: str = "hf"
     """What samples the training completions: hf (gpgrl's sampler on the trained model itself) or vllm (a vLLM
     engine colocated in every process, weights pushed after every optimizer step; text models; the vllm extra).

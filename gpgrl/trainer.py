@@ -526,9 +526,22 @@ def train_step(run: Run, step: int) -> tuple[dict[str, Any], list[Group]]:
               "tokens_per_s": m["generated_tokens"] / max(timer.totals.get("generate", 0.0), 1e-9),
               "time_generate_s": timer.totals.get("generate", 0.0), "time_reward_s": timer.totals.get("reward", 0.0),
               "time_train_s": timer.totals.get("train", 0.0), "time_push_s": timer.totals.get("push", 0.0),
-              "epoch": run.queue.epoch,
+              "peak_memory_mib": peak_memory_mib(), "epoch": run.queue.epoch,
               "processes": run.accelerator.num_processes})
     return m, groups
+
+
+def peak_memory_mib() -> float:
+    """This process's peak memory so far: the GPU's allocated peak where there is one, else the resident set's."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
+    return float("nan")
 
 
 def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> None:

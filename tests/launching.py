@@ -57,9 +57,15 @@ def command(processes: int, launcher: str, args: list[str]) -> list[str]:
 def run(tmp_path: Path, name: str, processes: int, *overrides: str, launcher: str = "accelerate") -> Path:
     """Train to the end; the run's output directory."""
     out = tmp_path / name
-    result = subprocess.run(command(processes, launcher, train_args(tmp_path, out, *overrides)), env=ENV,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    proc = subprocess.Popen(command(processes, launcher, train_args(tmp_path, out, *overrides)), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker: a hung collective leaves no orphans
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"{name} did not finish in 900 s:\n{stdout[-2000:]}{stderr[-3000:]}") from None
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return out
 
 

@@ -14,7 +14,8 @@ from gpgrl.models import resolve_model_source
 
 REWARDS = Path(__file__).parent / "fixture_rewards.py"
 METRIC_KEYS = {"step", "reward_mean", "alpha", "valid_group_fraction", "step_time_s", "tokens", "rounds",
-               "time_generate_s", "time_reward_s", "time_train_s", "tokens_per_s", "work_saved_fraction"}
+               "time_generate_s", "time_reward_s", "time_train_s", "time_push_s", "tokens_per_s", "work_saved_fraction",
+               "peak_memory_mib"}
 
 
 def _train(tmp_path: Path, *overrides: str) -> Path:

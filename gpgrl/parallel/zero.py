@@ -44,11 +44,24 @@ def import_deepspeed() -> Any:
     return deepspeed
 
 
-def deepspeed_config(stage: int, max_grad_norm: float, bf16: bool) -> dict[str, Any]:
-    """One micro-batch per accumulation (gpgrl sets the boundary), clipping by the engine, fp32 or bf16 state."""
-    zero: dict[str, Any] = {"stage": stage}
+def hidden_size(model: torch.nn.Module) -> int:
+    """The language model's hidden size (a vision-language model's text config's)."""
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    return int(config.hidden_size)
+
+
+def deepspeed_config(stage: int, max_grad_norm: float, bf16: bool, hidden: int) -> dict[str, Any]:
+    """One micro-batch per accumulation (gpgrl sets the boundary), clipping by the engine, fp32 or bf16 state.
+
+    Communication buckets are sized from the hidden size as transformers sizes DeepSpeed's "auto" values
+    (DeepSpeed's fixed defaults, 5e8 elements, dominate the memory of a small model)."""
+    zero: dict[str, Any] = {"stage": stage, "reduce_bucket_size": hidden * hidden,
+                            "allgather_bucket_size": hidden * hidden}
     if stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
+        zero.update(stage3_gather_16bit_weights_on_model_save=True,
+                    stage3_prefetch_bucket_size=int(0.9 * hidden * hidden),
+                    stage3_param_persistence_threshold=10 * hidden)
     return {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "zero_optimization": zero,
             "gradient_clipping": max_grad_norm, "zero_allow_untested_optimizer": True, "bf16": {"enabled": bf16},
             "steps_per_print": 2**31 - 1, "wall_clock_breakdown": False}
@@ -65,7 +78,9 @@ class ZeRO(Strategy):
     def prepare(self, model: torch.nn.Module, make_optimizer: OptimizerFactory) -> tuple[Any, Any, Any]:
         deepspeed = import_deepspeed()
         optimizer, scheduler = make_optimizer(model)
-        config = deepspeed_config(self.stage, self.cfg.optim.max_grad_norm, self.cfg.model.dtype == "bfloat16")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = deepspeed_config(self.stage, self.cfg.optim.max_grad_norm, self.cfg.model.dtype == "bfloat16",
+                                  hidden_size(base))
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
                                                dist_init_required=False)
         # the scheduler drives the client optimizer's param groups, which the engine's optimizer shares

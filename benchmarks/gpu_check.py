@@ -133,7 +133,7 @@ def cell(value: object, unit: str = "") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | engine | generation tokens/s | step s | peak GPU memory MiB |", "|---|---|---|---|---|"]
+    lines = ["| model | engine | generation tokens/s | step s | peak memory MiB |", "|---|---|---|---|---|"]
     for r in rows:
         step = r["step"]
         s, mem = (f"{step['step_s']:.2f}", cell(step["peak_memory_mib"])) if isinstance(step, dict) else (step, "")
@@ -164,7 +164,9 @@ def main() -> None:
             rows += measure(name, args, deadline, Path(tmp))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     write_json(args.out, {"machine": {**machine(), "device": device}, "args": vars(args), "rows": rows})
-    print(f"device: {device}, {args.prompts} prompts x G {args.g} x {args.tokens} tokens, {args.dtype}")
+    memory = "GPU allocated" if torch.cuda.is_available() else "resident set, trainer and engine"
+    print(f"device: {device}, {args.prompts} prompts x G {args.g} x {args.tokens} tokens, {args.dtype}; peak memory: "
+          f"{memory}")
     print(table(rows))
 
 

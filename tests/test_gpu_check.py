@@ -15,7 +15,7 @@ def test_gpu_check_prints_its_table(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    header = lines.index("| model | engine | generation tokens/s | step s | peak GPU memory MiB |")
+    header = lines.index("| model | engine | generation tokens/s | step s | peak memory MiB |")
     hf, vllm = lines[header + 2], lines[header + 3]
     assert hf.startswith("| tiny-random | hf | ") and float(hf.split("|")[4]) > 0  # a measured step time
     assert vllm.startswith("| tiny-random | vllm | ")

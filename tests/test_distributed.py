@@ -5,7 +5,7 @@ strategies (fsdp2, zero2, zero3) are tested the same way in tests/parallel/."""
 
 import pytest
 import torch
-from launching import max_weight_difference, run, run_killed_after, steps
+from launching import max_weight_difference, run, run_killed_after, steps, updates
 
 
 @pytest.mark.parametrize("preset", ["gpg", "grpo"])
@@ -15,6 +15,7 @@ def test_two_processes_equal_one(tmp_path, preset):
     s1, s2 = steps(one), steps(two)
     assert [m["step"] for m in s2] == [1, 2, 3]  # the main process alone writes the log
     assert (s1[0]["processes"], s2[0]["processes"]) == (1, 2)
+    assert updates(s1) >= 2
     for key in ("reward_mean", "alpha", "valid_group_fraction", "rounds", "degenerate_groups", "generated_tokens"):
         assert [m[key] for m in s2] == [m[key] for m in s1], key
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-5)
@@ -29,6 +30,7 @@ def test_two_process_run_killed_then_resumed_equals_uninterrupted(tmp_path):
     run(tmp_path, "killed", 2, *four, "train.resume=true")
     s1, s2 = steps(reference), steps(out)
     assert [m["step"] for m in s2] == [1, 2, 3, 4]
+    assert updates(s2[2:]) >= 1  # the resumed run trained after the checkpoint it came back from
     assert [m["reward_mean"] for m in s2] == [m["reward_mean"] for m in s1]
     assert max_weight_difference(reference, out) <= 1e-6
 
@@ -43,6 +45,7 @@ def test_two_processes_equal_one_for_a_vision_language_model(tmp_path):
     one = run(tmp_path, "one", 1, *vision)
     two = run(tmp_path, "two", 2, *vision)
     s1, s2 = steps(one), steps(two)
+    assert updates(s1) >= 1
     for key in ("reward_mean", "alpha", "valid_group_fraction", "rounds", "generated_tokens"):
         assert [m[key] for m in s2] == [m[key] for m in s1], key
     assert max_weight_difference(one, two, AutoModelForImageTextToText) <= 1e-5

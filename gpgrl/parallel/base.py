@@ -21,6 +21,16 @@ OptimizerFactory = Callable[[torch.nn.Module], tuple[torch.optim.Optimizer, Any]
 """Builds (optimizer, lr scheduler) for the model as the strategy will train it (e.g. over sharded parameters)."""
 
 
+def filled_copy(build: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], main: bool
+                ) -> torch.nn.Module | None:
+    """On the main process, a fresh copy of the policy (`build`) holding the gathered `state`; None elsewhere."""
+    if not main:
+        return None
+    plain = build()
+    plain.load_state_dict(state)
+    return plain
+
+
 class Strategy:
     """Data-parallel training with every process holding the whole model (accelerate's DDP on several processes,
     the plain model on one)."""

@@ -27,7 +27,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from gpgrl.parallel.base import OptimizerFactory, Strategy
+from gpgrl.parallel.base import OptimizerFactory, Strategy, filled_copy
 
 
 def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -108,11 +108,7 @@ class FSDP2(Strategy):
 
     def final_model(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
         state = get_model_state_dict(self.model, options=self._full())  # whole on the main process, {} elsewhere
-        if not self.accelerator.is_main_process:
-            return None
-        plain = build()
-        plain.load_state_dict(state)
-        return plain
+        return filled_copy(build, state, self.accelerator.is_main_process)
 
     def full_state(self) -> dict[str, torch.Tensor]:
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))  # on every process

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from gpgrl.config import ConfigError
-from gpgrl.parallel.base import OptimizerFactory, Strategy
+from gpgrl.parallel.base import OptimizerFactory, Strategy, filled_copy
 
 ENGINE_DIR, TAG = "deepspeed", "state"
 
@@ -142,26 +142,25 @@ class ZeRO(Strategy):
             root_hooks[start_id] = start
             offload._register_deepspeed_module(offload.module)
 
-    def full_state(self) -> dict[str, torch.Tensor]:
+    def _gathered(self, everywhere: bool) -> dict[str, torch.Tensor]:
+        """The consolidated weights: on every process where they stay (`everywhere`), else on the main process's CPU
+        ({} on the others)."""
+        if not (everywhere or self.accelerator.is_main_process):
+            with self.whole_model():  # a collective: every process takes part
+                return {}
         with self.whole_model() as module:
-            return {k: v.detach().clone() for k, v in module.state_dict().items()}
+            return {k: v.detach().clone() if everywhere else v.detach().cpu().clone()
+                    for k, v in module.state_dict().items()}
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        """The consolidated weights on the main process ({} elsewhere)."""
-        main = self.accelerator.is_main_process
-        with self.whole_model() as module:
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if main else {}
+    def full_state(self) -> dict[str, torch.Tensor]:
+        return self._gathered(everywhere=True)
 
     def final_model(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
-        state = self._weights()
-        if not self.accelerator.is_main_process:
-            return None
-        plain = build()
-        plain.load_state_dict(state)
-        return plain
+        return filled_copy(build, self._gathered(everywhere=False), self.accelerator.is_main_process)
 
     def state_parts(self) -> dict[str, Any]:
-        return {"model": self._weights(), "zero": {"stage": self.stage, "processes": self.accelerator.num_processes}}
+        return {"model": self._gathered(everywhere=False),
+                "zero": {"stage": self.stage, "processes": self.accelerator.num_processes}}
 
     def write_shards(self, directory: Path) -> None:
         self.model.save_checkpoint(str(directory / ENGINE_DIR), tag=TAG, save_latest=False)

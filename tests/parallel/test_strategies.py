@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from launching import REWARDS, max_weight_difference, run, run_killed_after, steps
+from launching import REWARDS, max_weight_difference, run, run_killed_after, steps, updates
 
 RECIPES = Path(__file__).parents[2] / "recipes" / "accelerate"
 STRATEGIES = ["fsdp2", "zero2", "zero3"]
@@ -41,6 +41,7 @@ def test_two_processes_equal_one(one_process, two_processes):
     s1, s2 = steps(one_process), steps(two)
     assert [m["step"] for m in s2] == [1, 2, 3, 4]
     assert {m["processes"] for m in s2} == {2}
+    assert updates(s1) >= 3
     for key in EXACT_KEYS:
         assert [m[key] for m in s2] == [m[key] for m in s1], key
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-5)
@@ -58,6 +59,7 @@ def test_killed_and_resumed_equals_uninterrupted(cache, two_processes):
     run(cache, f"killed-{name}", 2, *FOUR_STEPS, flag, "train.resume=true", launcher="torchrun")
     s1, s2 = steps(reference), steps(out)
     assert [m["step"] for m in s2] == [1, 2, 3, 4]
+    assert updates(s2[2:]) >= 1  # the resumed run trained after the checkpoint it came back from
     assert [m["reward_mean"] for m in s2] == [m["reward_mean"] for m in s1]
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-7)
     assert max_weight_difference(reference, out) <= 1e-6
@@ -74,6 +76,7 @@ def test_a_non_finite_step_is_skipped_as_on_one_process(cache, name):
     s1, s2 = steps(one), steps(two)
     assert [m["finite"] for m in s2] == [m["finite"] for m in s1] == [1, 0, 1, 0]
     assert [m["lr"] for m in s2] == [m["lr"] for m in s1]
+    assert updates(s1) == updates(s2) == 2  # steps 1 and 3 trained
     assert s2[2]["loss"] == pytest.approx(s1[2]["loss"], abs=1e-5)
     assert max_weight_difference(one, two) <= 1e-4
 
@@ -83,6 +86,7 @@ def test_lora_under_fsdp2_equals_one_process(cache):
     one = run(cache, "lora-one", 1, *lora)
     two = run(cache, "lora-fsdp2", 2, *lora, "parallel.strategy=fsdp2", launcher="torchrun")
     s1, s2 = steps(one), steps(two)
+    assert updates(s1) == 2
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-5)
     assert max_weight_difference(one, two) <= 1e-5  # final/ holds the merged weights
 
@@ -105,6 +109,7 @@ def test_the_shipped_accelerate_configs_select_their_strategy(cache, one_process
               launcher=launcher)
     assert f"strategy: {name}" in (out / "config.yaml").read_text()
     s1, s2 = steps(one_process)[:2], steps(out)
+    assert updates(s2) == 2
     assert [m["reward_mean"] for m in s2] == [m["reward_mean"] for m in s1]
     assert [m["loss"] for m in s2] == pytest.approx([m["loss"] for m in s1], abs=1e-5)
 
@@ -113,6 +118,7 @@ def test_fsdp2_with_gradient_checkpointing_equals_one_process(cache):
     checkpointed = ("model.gradient_checkpointing=true", "train.max_steps=2")
     one = run(cache, "ckpt-one", 1, *checkpointed)
     two = run(cache, "ckpt-fsdp2", 2, *checkpointed, "parallel.strategy=fsdp2", launcher="torchrun")
+    assert updates(steps(two)) == 2
     assert [m["loss"] for m in steps(two)] == pytest.approx([m["loss"] for m in steps(one)], abs=1e-5)
     assert max_weight_difference(one, two) <= 1e-5
 
@@ -130,6 +136,7 @@ def test_a_vision_language_model_under_sharding_equals_one_process(cache, name):
     if not (one / "final").exists():
         run(cache, "vlm-one", 1, *vision)
     two = run(cache, f"vlm-{name}", 2, *vision, f"parallel.strategy={name}", launcher="torchrun")
+    assert updates(steps(two)) >= 1
     assert [m["reward_mean"] for m in steps(two)] == [m["reward_mean"] for m in steps(one)]
     assert [m["loss"] for m in steps(two)] == pytest.approx([m["loss"] for m in steps(one)], abs=1e-5)
     assert max_weight_difference(one, two, AutoModelForImageTextToText) <= WEIGHT_TOLERANCE[name]

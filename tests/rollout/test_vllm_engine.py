@@ -130,6 +130,30 @@ def test_more_prompt_tokens_than_one_engine_step_takes(setup):
     assert [len(g) for g in groups] == [8] * 16
 
 
+def _largest_gap(setup) -> float:
+    """The largest engine-versus-trainer log-prob gap over a few sampled completions."""
+    from gpgrl.rollout import SamplingParams, collate, token_logprobs
+
+    cfg, model, encoder, strategy, engine = setup
+    with engine.round(strategy) as sample:
+        samples = [s for g in sample(_prompts(encoder), 2, SamplingParams(12, 0.7), 99) for s in g]
+    with torch.no_grad():
+        logp = token_logprobs(model, collate(samples, encoder.pad_id), 0.7)  # [B, Lc]
+    return max(float((logp[r, :s.length] - s.sampler_logprobs).abs().max()) for r, s in enumerate(samples))
+
+
+def test_the_mismatch_shows_an_engine_left_on_old_weights(setup):
+    """Changed trainer weights that were not pushed show up as a gap far above the tolerance; the push closes it."""
+    cfg, model, encoder, strategy, engine = setup
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    stale = _largest_gap(setup)
+    engine.push_weights(strategy)
+    assert stale > 100 * LOGPROB_TOLERANCE
+    assert _largest_gap(setup) < LOGPROB_TOLERANCE
+
+
 def test_after_a_push_the_engine_samples_from_the_new_weights(setup):
     cfg, model, encoder, strategy, engine = setup
     before, _ = _greedy_both(setup)
@@ -167,6 +191,7 @@ def test_training_through_the_engine_keeps_it_on_policy(tmp_path, model_dir, ove
     assert all(m["finite"] == 1 for m in steps)
     assert all(m["sampler_logprob_diff_max"] < LOGPROB_TOLERANCE for m in steps if "sampler_logprob_diff" in m)
     assert sum("sampler_logprob_diff" in m for m in steps) >= 2
+    assert sum(m.get("has_signal", 0) and (m.get("grad_norm") or 0) > 0 for m in steps) >= 2  # pushes happened
 
 
 def test_two_processes_with_fsdp2_push_whole_weights(tmp_path, model_dir):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 REWARDS = Path(__file__).parent / "fixture_rewards.py"
@@ -54,6 +54,33 @@ def command(processes: int, launcher: str, args: list[str]) -> list[str]:
             "-m", "gpgrl", *args]
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a launcher and every process under it at once. torchrun (and accelerate launch, which runs it) starts
+    each worker in a session of its own, so killing the launcher's process group would orphan the workers, which
+    then train on and write the run's directory."""
+    tree = [psutil.Process(proc.pid)]
+    try:
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        pass
+    for member in tree:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    _, alive = psutil.wait_procs(tree[1:], timeout=30)
+    assert all(_dead(m) for m in alive), f"processes {[m.pid for m in alive]} survived SIGKILL"
+
+
+def _dead(process: psutil.Process) -> bool:
+    """Gone or a zombie (killed, not yet reaped by whoever adopted it)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def run(tmp_path: Path, name: str, processes: int, *overrides: str, launcher: str = "accelerate") -> Path:
     """Train to the end; the run's output directory."""
     out = tmp_path / name
@@ -62,10 +89,10 @@ def run(tmp_path: Path, name: str, processes: int, *overrides: str, launcher: st
     try:
         stdout, stderr = proc.communicate(timeout=900)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker: a hung collective leaves no orphans
+        kill_tree(proc)  # the launcher and every worker: a hung collective leaves no orphans
         stdout, stderr = proc.communicate()
         raise AssertionError(f"{name} did not finish in 900 s:\n{stdout[-2000:]}{stderr[-3000:]}") from None
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert proc.returncode == 0, stdout[-1500:] + stderr[-8000:]  # a worker's traceback precedes torchrun's summary
     return out
 
 
@@ -79,8 +106,9 @@ def run_killed_after(tmp_path: Path, name: str, processes: int, checkpoint_step:
     while not (out / f"checkpoint-{checkpoint_step:08d}" / "complete.json").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
+    newest = max(int(path.name.partition("-")[2]) for path in out.glob("checkpoint-*"))
+    assert newest == checkpoint_step, f"the run wrote checkpoint {newest} before it was killed"
     return out
 
 

@@ -211,7 +211,7 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
     state = state or TrainerState()
     scores = _score(scorer, flat, state)
     texts = [s.text for _, s in flat]
-    boxed = boxed_format([ex.question for ex, _ in flat], texts)
+    boxed = boxed_format([ex.question for ex, _ in flat], texts, answer=[ex.answer for ex, _ in flat])
     prompts, completions = trl_inputs([ex for ex, _ in flat], texts)
     out = None if rewards is None else rewards(
         prompts, completions, _columns([ex for ex, _ in flat]), completion_lengths=[s.length for _, s in flat],

@@ -446,6 +446,18 @@ def optimizer_step(run: Run, loss: float) -> tuple[float, bool]:
     return grad_norm, applied
 
 
+def clipping(grad_norm: float, max_norm: float) -> dict[str, float]:
+    """Whether clipping bound the update (`clipped`) and the factor it scaled the gradient by (`clip_factor`,
+    max_norm / grad_norm when clipped, else 1): with clipping, a gradient scale such as α reaches the optimizer
+    only as far as the norm stays below optim.max_grad_norm.
+
+    >>> clipping(4.0, 1.0), clipping(0.5, 1.0), clipping(4.0, 0.0)
+    ({'clipped': 1, 'clip_factor': 0.25}, {'clipped': 0, 'clip_factor': 1.0}, {'clipped': 0, 'clip_factor': 1.0})
+    """
+    bound = max_norm > 0 and math.isfinite(grad_norm) and grad_norm > max_norm
+    return {"clipped": int(bound), "clip_factor": max_norm / grad_norm if bound else 1.0}
+
+
 def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, Any]:
     """Advantages, α and weights for the whole step, then forward/backward and one optimizer step."""
     if not groups:
@@ -467,6 +479,7 @@ def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, 
     with timer("train"):
         out.update(backward_all(run, batch, adv, weights, active))
         out["grad_norm"], out["finite"] = optimizer_step(run, out["loss"]) if active else (0.0, True)
+    out.update(clipping(out["grad_norm"], run.cfg.optim.max_grad_norm))
     out["work_saved_fraction"] = 1.0 - len(active) / n
     return out
 

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from gpgrl.cli import main
 from gpgrl.config import ModelConfig
 from gpgrl.models import resolve_model_source
+from gpgrl.trainer import clipping
 
 REWARDS = Path(__file__).parent / "fixture_rewards.py"
 METRIC_KEYS = {"step", "reward_mean", "alpha", "valid_group_fraction", "step_time_s", "tokens", "rounds",
@@ -99,6 +100,15 @@ def test_baseline_presets_train(tmp_path, preset):
                  "eval.after=false", "rollout.max_rounds=2")
     (m,) = _records(out / "metrics.jsonl")
     assert m["has_signal"] == 1 and m["grad_norm"] > 0
+    assert m["clipped"] == int(m["grad_norm"] > 1.0)  # optim.max_grad_norm = 1 by default
+    assert m["clip_factor"] == pytest.approx(min(1.0, 1.0 / m["grad_norm"]))
+
+
+def test_clipping_reports_the_factor_it_scaled_the_gradient_by():
+    assert clipping(4.0, 1.0) == {"clipped": 1, "clip_factor": 0.25}
+    assert clipping(1.0, 1.0) == {"clipped": 0, "clip_factor": 1.0}  # at the bound nothing is scaled
+    assert clipping(4.0, 0.0) == {"clipped": 0, "clip_factor": 1.0}  # 0 = no clipping
+    assert clipping(float("nan"), 1.0) == {"clipped": 0, "clip_factor": 1.0}  # a skipped step: no update
 
 
 def test_lora_run_saves_a_merged_model(tmp_path):

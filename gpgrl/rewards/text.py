@@ -185,16 +185,86 @@ class Cosine:
 # ---------------------------------------------------------------- format rewards
 
 
-def boxed_format(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float | None]:
-    r"""1.0 iff the completion holds exactly one `\boxed{...}` with balanced braces and non-blank content.
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?")
+_FRACTION = re.compile(r"[-+]?\\[dt]?frac\{\s*-?\d+\s*\}\{\s*\d+\s*\}")
+_UNIT = re.compile(r"(\\(text|mbox|mathrm)\{[^{}]*\}|\\?%|\^\s*\{?\\circ\}?|\\\$|\$)")
+_CHOICE = re.compile(r"\(?[A-Z]\)?")
+PLACEHOLDERS = frozenset({"answer", "result", "final answer", "your answer", "the answer", "number", "value",
+                          "solution", "answer here", "..."})
+"""Box contents that name the answer instead of giving it (compared case-insensitively, spaces collapsed)."""
 
-    >>> boxed_format(["q"] * 5, [r"\boxed{42}", r"\boxed{}", r"\boxed{1} \boxed{2}", r"\boxed{1", "42"])
-    [1.0, 0.0, 0.0, 0.0, 0.0]
+
+def _normalised(content: str) -> str:
+    return " ".join(content.replace("\\,", "").replace("\\!", "").replace("\\ ", " ").split())
+
+
+def is_number(content: str) -> bool:
+    r"""Whether a box's content is one number: an integer, decimal, fraction (3/4, \frac{3}{4}) with an optional
+    sign, thousands separators, `$`, `%`, degrees or a `\text{}` unit; not an expression of numbers.
+
+    >>> [is_number(c) for c in ["47", "-1,000.5", r"\$18", r"\dfrac{3}{4}", r"12\text{ cm}", "12 + 35", "result"]]
+    [True, True, True, True, True, False, False]
     """
+    bare = _UNIT.sub("", _normalised(content)).replace(" ", "")
+    bare = re.sub(r"(?<=\d),(?=\d{3}\b)", "", bare)
+    return bool(_NUMBER.fullmatch(bare) or _FRACTION.fullmatch(bare))
+
+
+def answer_kind(gold: Any) -> str:
+    """The kind of answer a gold asks for: 'number', 'choice' (one capital letter, e.g. a multiple-choice
+    option) or 'text' (anything else: an expression, a set, a word).
+
+    >>> answer_kind("-77"), answer_kind(r"\\frac{1}{2}"), answer_kind("(B)"), answer_kind("x^2 + 1")
+    ('number', 'number', 'choice', 'text')
+    """
+    text = _normalised(str(gold).strip().strip("$"))
+    if is_number(text):
+        return "number"
+    return "choice" if _CHOICE.fullmatch(text) else "text"
+
+
+def _prompt_boxes(prompt: Any) -> set[str]:
+    """What the prompt itself shows inside `\\boxed{}` (a format example such as \\boxed{ANSWER}), lower-cased."""
+    text = completion_text(prompt) if not isinstance(prompt, list) else " ".join(
+        str(m.get("content", "")) for m in prompt if isinstance(m, dict))
+    return {_normalised(b).lower() for b in _boxed_contents(text) if b is not None and b.strip()}
+
+
+def has_kind(content: str, kind: str, prompt_boxes: set[str] = frozenset()) -> bool:
+    """Whether a box's content is an answer of `kind`: a number for 'number', a letter for 'choice'; for 'text'
+    anything that is not blank, not a placeholder word and not a box the prompt shows."""
+    text = _normalised(content)
+    if kind == "number":
+        return is_number(text)
+    if kind == "choice":
+        return bool(_CHOICE.fullmatch(text))
+    lowered = text.lower()
+    return bool(text) and lowered not in PLACEHOLDERS and lowered not in prompt_boxes
+
+
+def boxed_format(prompts: list[Any], completions: list[Any], answer: Sequence[Any] | None = None,
+                 **kwargs: Any) -> list[float | None]:
+    r"""1.0 iff the completion holds exactly one `\boxed{...}` with balanced braces whose content has the gold
+    answer's kind (`answer_kind`): a number for a numeric gold, one letter for a choice, else any content that is
+    not a placeholder word (`PLACEHOLDERS`) or a box shown in the prompt. Without an `answer` column every gold
+    counts as 'text'.
+
+    It pays for the form of an answer, never for naming one: a placeholder (`\boxed{result}`, `\boxed{ANSWER}`)
+    or the question restated (`\boxed{12 + 35}`) earns nothing. Policies trained on the old rule (any non-blank
+    box) learned exactly those (docs/results.md, history).
+
+    >>> boxed_format(["q"] * 6, [r"\boxed{42}", r"\boxed{result}", r"\boxed{12 + 35}", r"\boxed{1} \boxed{2}",
+    ...                          r"\boxed{1", "42"], answer=["47"] * 6)
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    golds = list(answer) if answer is not None else [None] * len(completions)
     out: list[float | None] = []
-    for completion in map(completion_text, completions):
-        boxes = _boxed_contents(completion)
-        out.append(1.0 if len(boxes) == 1 and boxes[0] is not None and boxes[0].strip() else 0.0)
+    for prompt, completion, gold in zip(prompts, completions, golds, strict=True):
+        boxes = _boxed_contents(completion_text(completion))
+        kind = "text" if gold is None else answer_kind(gold)
+        ok = len(boxes) == 1 and boxes[0] is not None and (
+            _normalised(boxes[0]) == _normalised(str(gold)) or has_kind(boxes[0], kind, _prompt_boxes(prompt)))
+        out.append(1.0 if ok else 0.0)
     return out
 
 

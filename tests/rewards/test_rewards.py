@@ -4,6 +4,7 @@ parameters, and the weighted RewardSet (parallel calls, time limit, error policy
 from __future__ import annotations
 
 import doctest
+import json
 import logging
 import math
 import re
@@ -11,9 +12,11 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import reasoning_gym
+import yaml
 
 import gpgrl.rewards.text as text_rewards
 import gpgrl.rewards.verify as verify
@@ -188,6 +191,46 @@ def test_accuracy_works_outside_the_main_thread():
 ])
 def test_boxed_format(completion, expected):
     assert boxed_format(["q"], [completion]) == [expected]
+
+
+@pytest.mark.parametrize(("completion", "gold", "expected"), [
+    (r"\boxed{47}", "47", 1.0),
+    (r"\boxed{-1,000}", "-1000", 1.0),
+    (r"\boxed{\$18}", "18", 1.0),
+    (r"\boxed{\frac{3}{4}}", "0.75", 1.0),
+    (r"\boxed{71}", "47", 1.0),  # a wrong number still has the right form: accuracy judges the value
+    (r"\boxed{12 + 35}", "47", 0.0),  # the question restated
+    (r"\boxed{47 = 47}", "47", 0.0),
+    (r"\boxed{result}", "47", 0.0),
+    (r"\boxed{ANSWER}", "x^2 + 1", 0.0),
+    (r"\boxed{x^2+1}", "x^2 + 1", 1.0),
+    (r"\boxed{(B)}", "B", 1.0),
+    (r"\boxed{42}", "B", 0.0),
+])
+def test_boxed_format_pays_only_for_the_gold_answers_kind(completion, gold, expected):
+    assert boxed_format(["q"], [completion], answer=[gold]) == [expected]
+
+
+def test_boxed_format_never_pays_for_a_box_the_prompt_shows():
+    prompt = [{"role": "system", "content": r"Give the final answer as \boxed{FINAL} on the last line."},
+              {"role": "user", "content": "Name the colour."}]
+    assert boxed_format([prompt] * 2, [r"\boxed{final}", r"\boxed{red}"], answer=["red", "blue"]) == [0.0, 1.0]
+
+
+def test_boxed_format_on_the_hacked_completions_of_a_committed_run():
+    """results/compare/basic_arithmetic/hacked: gpg-alpha, seed 0, trained under the old rule (any non-blank box
+    paid), boxes the prompt's placeholder in 99 of 100 held-out answers. The new rule pays none of them."""
+    run = Path(__file__).parents[2] / "results" / "compare" / "basic_arithmetic" / "hacked"
+    rows = [json.loads(line) for line in (run / "eval_after_completions.jsonl").read_text().splitlines()]
+    template = yaml.safe_load((run / "config.yaml").read_text())["data"]["prompt_template"]
+    prompts = [template.replace("{question}", r["question"]) for r in rows]
+    paid = boxed_format(prompts, [r["completion"] for r in rows], answer=[r["answer"] for r in rows])
+    assert sum(r["boxed"] for r in rows) == 99  # what the old rule paid
+    assert sum(r["completion"].count(r"\boxed{result}") > 0 for r in rows) >= 95
+    assert sum(paid) == 0
+    honest = [r"So {} = \boxed{{{}}}.".format(r["question"].split("Calculate ")[-1].rstrip("."), r["answer"])
+              for r in rows]
+    assert boxed_format(prompts, honest, answer=[r["answer"] for r in rows]) == [1.0] * len(rows)
 
 
 def test_task_score_with_a_real_basic_arithmetic_entry():

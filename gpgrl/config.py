@@ -89,6 +89,7 @@ class ModelConfig:
 
 DATA_SOURCES = ("auto", "reasoning_gym", "file", "hf", "champ", "shapes", "given")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+OPTIMIZERS = ("adamw", "sgd")
 ANSWER_FORMATS = ("plain", "gsm8k", "boxed", "tagged")
 _DATA_KEYS_BY_SOURCE = {
     "reasoning_gym": ("task", "task_kwargs", "train_size", "eval_size"),
@@ -368,13 +369,16 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    optimizer: str = "adamw"
+    """adamw (torch AdamW, fused) | sgd (plain SGD: no momentum, the update is lr x gradient, so a gradient scale
+    such as α reaches the weights unchanged; AdamW is invariant to a constant scale). adam_beta1/2 apply to adamw."""
     lr: float = 2e-5
-    """AdamW peak learning rate."""
+    """Peak learning rate."""
     vision_lr: float = 0.0
     """Peak learning rate of a vision-language model's vision tower and projector (0 = optim.lr); an eye that
     starts at random wants a larger one than the pretrained language model."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """Weight decay (AdamW's decoupled one; SGD's L2 term)."""
     adam_beta1: float = 0.9
     """AdamW beta1."""
     adam_beta2: float = 0.99
@@ -387,6 +391,7 @@ class OptimConfig:
     """Gradient clipping by global norm; 0 disables it."""
 
     def __post_init__(self) -> None:
+        _one_of("optim.optimizer", self.optimizer, OPTIMIZERS)
         _require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
         _require(self.vision_lr >= 0, f"optim.vision_lr={self.vision_lr} must be >= 0 (0 = optim.lr)")
         _require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")

@@ -69,6 +69,11 @@ def test_world_size_must_divide_prompts():
     assert build_config(overrides=["rollout.prompts_per_step=6"], world_size=3).rollout.prompts_per_step == 6
 
 
+def test_unknown_optimizer_names_the_choices():
+    with pytest.raises(ConfigError, match=r"optim\.optimizer='adam' is not one of 'adamw', 'sgd'"):
+        build_config(overrides=["optim.optimizer=adam"])
+
+
 def test_unknown_key_in_yaml_file(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("optim:\n  learning_rate: 1.0e-5\n")

@@ -9,9 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gpgrl.cli import main
+from gpgrl.config import OPTIMIZERS as CONFIG_OPTIMIZERS
 from gpgrl.config import ModelConfig
 from gpgrl.models import resolve_model_source
-from gpgrl.trainer import clipping
+from gpgrl.trainer import OPTIMIZERS, clipping
 
 REWARDS = Path(__file__).parent / "fixture_rewards.py"
 METRIC_KEYS = {"step", "reward_mean", "alpha", "valid_group_fraction", "step_time_s", "tokens", "rounds",
@@ -102,6 +103,17 @@ def test_baseline_presets_train(tmp_path, preset):
     assert m["has_signal"] == 1 and m["grad_norm"] > 0
     assert m["clipped"] == int(m["grad_norm"] > 1.0)  # optim.max_grad_norm = 1 by default
     assert m["clip_factor"] == pytest.approx(min(1.0, 1.0 / m["grad_norm"]))
+
+
+def test_plain_sgd_is_used_and_resumes(tmp_path):
+    out = _train(tmp_path, "train.max_steps=2", "train.save_every=1", "optim.optimizer=sgd",
+                 "optim.max_grad_norm=0", f"reward.functions={REWARDS}:digit_fraction", "reward.weights=[1.0]",
+                 "eval.before=false", "eval.after=false")
+    state = torch.load(out / "checkpoint-00000002" / "optimizer.pt", weights_only=False)
+    assert [g["momentum"] for g in state["param_groups"]] == [0.0]
+    assert not any("exp_avg" in s for s in state["state"].values())  # no Adam moments: plain SGD
+    assert {m["clipped"] for m in _records(out / "metrics.jsonl")} == {0}  # max_grad_norm = 0: never clipped
+    assert set(OPTIMIZERS) == set(CONFIG_OPTIMIZERS)
 
 
 def test_clipping_reports_the_factor_it_scaled_the_gradient_by():

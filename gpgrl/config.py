@@ -34,8 +34,8 @@ def _one_of(key: str, value: object, choices: Sequence[object]) -> None:
 
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a careful math assistant. Solve the problem, then give the final answer "
-    "as \\boxed{ANSWER} on the last line."
+    "You are a careful math assistant. Solve the problem, then put the final answer "
+    "within \\boxed{} on the last line."
 )
 
 
@@ -122,7 +122,7 @@ class DataConfig:
     distinct, derived seed and is de-duplicated."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """System message of the chat template; empty for none."""
-    prompt_template: str = "{question} Reply with only the result, written as \\boxed{result}."
+    prompt_template: str = "{question} Reply with only the result, within \\boxed{}."
     """User message; `{question}` is replaced by the task's question (e.g. '{question} Answer in \\boxed{}.')."""
     source: str = "auto"
     """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf

@@ -1,0 +1,132 @@
+"""What α = B/(B−M) does to one real update, under each optimizer setting (issue 15, docs/results.md).
+
+A counterfactual on the same state: train `gpg-alpha` for K steps (checkpoint every step), then run step K+1 twice
+from checkpoint K, once as `gpg-alpha` and once as `gpg-no-alpha`. Both resumes restore the same weights,
+optimizer moments, data queue and RNG, so they draw the same samples, rewards and advantages; the two updates of
+step K+1 differ only by α. Reported per setting: α of that step, the pre-clip gradient norm and whether clipping
+bound it, and the update with α against the update without it (norm ratio, cosine, relative difference). Step K+1
+is the first step after --steps at which the history has α ≠ 1 (some groups degenerate, some informative).
+
+Settings: (a) AdamW + clipping at 1.0 (gpgrl's default), (c) AdamW without clipping, (d) plain SGD without
+clipping, (d') plain SGD with clipping at 1.0. (b), the reference code's per-micro-batch token mean with a
+per-micro-batch α, is not a gpgrl aggregation yet (issue 15 note).
+
+    .venv/bin/python benchmarks/alpha_update.py --config recipes/compare/basic_arithmetic.yaml --steps 3 \\
+        --out benchmarks/results/alpha_update_smollm2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine  # noqa: E402
+
+SETTINGS = {
+    "a_adamw_clip1": ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"],
+    "c_adamw_noclip": ["optim.optimizer=adamw", "optim.max_grad_norm=0"],
+    "d_sgd_noclip": ["optim.optimizer=sgd", "optim.max_grad_norm=0"],
+    "d_sgd_clip1": ["optim.optimizer=sgd", "optim.max_grad_norm=1.0"],
+}
+
+
+def train(config: str, out: Path, *overrides: str) -> None:
+    cmd = [sys.executable, "-m", "gpgrl", "train", "--config", config, f"train.output_dir={out}",
+           "train.save_every=1", "eval.before=false", "eval.after=false",
+           "logging.progress=false", "logging.tensorboard=false", *overrides]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return torch.load(run / f"checkpoint-{step:08d}" / "model.pt", map_location="cpu", weights_only=True)
+
+
+def flat_update(run: Path, step: int) -> torch.Tensor:
+    before, after = weights(run, step - 1), weights(run, step)  # both kept (train.keep_checkpoints=2)
+    return torch.cat([(after[k].double() - before[k].double()).flatten() for k in sorted(after)])  # [P]
+
+
+def last_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def first_informative_step(run: Path, after: int) -> int:
+    """The first step after `after` of the history run whose α is not 1 (it has degenerate and informative
+    groups): there α and no α give different losses."""
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        if m["step"] > after and m.get("has_signal") and m["alpha"] != 1.0:
+            return m["step"]
+    raise SystemExit(f"{run}: no step after {after} with 1 < α: pass another --steps or --search")
+
+
+def one_setting(config: str, work: Path, name: str, flags: list[str], steps: int, seed: int,
+                search: int = 6) -> dict:
+    base = work / name / "history"
+    shutil.rmtree(work / name, ignore_errors=True)
+    common = [f"train.seed={seed}", *flags]
+    train(config, base, "algorithm.name=gpg-alpha", f"train.max_steps={steps + search}",
+          f"train.keep_checkpoints={steps + search}", *common)
+    steps = first_informative_step(base, max(steps, 1)) - 1  # branch from the checkpoint before it
+    updates, records = {}, {}
+    for algorithm in ("gpg-alpha", "gpg-no-alpha"):
+        branch = work / name / algorithm
+        # the logs and checkpoint K only (1.6 GB each for SmolLM2 in fp32 with AdamW's moments)
+        shutil.copytree(base, branch, ignore=lambda d, names: [n for n in names if n.startswith("checkpoint-")
+                                                               and n != f"checkpoint-{steps:08d}" or n == "final"])
+        train(config, branch, f"algorithm.name={algorithm}", f"train.max_steps={steps + 1}", "train.resume=true",
+              "train.keep_checkpoints=2", *common)
+        updates[algorithm], records[algorithm] = flat_update(branch, steps + 1), last_metrics(branch)
+        shutil.rmtree(branch)
+    shutil.rmtree(work / name)
+    with_alpha, without = updates["gpg-alpha"], updates["gpg-no-alpha"]
+    m_a, m_1 = records["gpg-alpha"], records["gpg-no-alpha"]
+    assert m_a["reward_mean"] == m_1["reward_mean"], "the two branches drew different samples"
+    if not m_a.get("has_signal"):
+        raise SystemExit(f"{name}: step {steps + 1} has no informative group (no update to compare): pass another "
+                         "--steps")
+    return {
+        "setting": name, "flags": flags, "step": steps + 1, "alpha": m_a["alpha"],
+        "grad_norm_with_alpha": m_a.get("grad_norm"), "grad_norm_without": m_1.get("grad_norm"),
+        "clipped_with_alpha": m_a.get("clipped"), "clipped_without": m_1.get("clipped"),
+        "update_norm_ratio": float(with_alpha.norm() / without.norm()),
+        "update_cosine": float(torch.nn.functional.cosine_similarity(with_alpha, without, dim=0)),
+        "relative_difference": float((with_alpha - without).norm() / without.norm()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="recipes/compare/basic_arithmetic.yaml")
+    parser.add_argument("--steps", type=int, default=3, help="history steps before the counterfactual step")
+    parser.add_argument("--rerun", default="", help="settings to measure again even if --out holds them")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--work", default="runs/alpha_update")
+    parser.add_argument("--overrides", nargs="*", default=[], help="extra section.key=value for every run")
+    parser.add_argument("--out", default="", help="a JSON file; rows already in it are kept, not rerun")
+    args = parser.parse_args()
+    done = json.loads(Path(args.out).read_text())["rows"] if args.out and Path(args.out).exists() else []
+    rows = [r for r in done if r["setting"] in args.settings.split(",") and r["setting"] not in args.rerun.split(",")]
+    for name in args.settings.split(","):
+        if any(r["setting"] == name for r in rows):
+            continue
+        row = one_setting(args.config, Path(args.work), name, [*SETTINGS[name], *args.overrides], args.steps,
+                          args.seed)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:  # after every setting: an interrupted measurement keeps what it finished
+            result = {"config": args.config, "overrides": args.overrides, "seed": args.seed,
+                      "machine": machine(), "rows": rows}
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-from launching import REWARDS, max_weight_difference, run, run_killed_after, steps, updates
+from launching import (
+    REWARDS,
+    max_weight_difference,
+    relative_update_difference,
+    run,
+    run_killed_after,
+    steps,
+    updates,
+)
 
 RECIPES = Path(__file__).parents[2] / "recipes" / "accelerate"
 STRATEGIES = ["fsdp2", "zero2", "zero3"]
@@ -139,4 +147,8 @@ def test_a_vision_language_model_under_sharding_equals_one_process(cache, name):
     assert updates(steps(two)) >= 1
     assert [m["reward_mean"] for m in steps(two)] == [m["reward_mean"] for m in steps(one)]
     assert [m["loss"] for m in steps(two)] == pytest.approx([m["loss"] for m in steps(one)], abs=1e-5)
-    assert max_weight_difference(one, two, AutoModelForImageTextToText) <= WEIGHT_TOLERANCE[name]
+    # one entry of 211,712 (a gradient near Adam's eps) moved 1.9e-5 apart under fsdp2 (measured; the other 56
+    # tensors <= 5e-7): bound the whole update's relative difference tightly and single entries at 5 % of the lr
+    initial = next((cache / "cache").glob("tiny-random-qwen2-vl*"))
+    assert relative_update_difference(initial, one, two, AutoModelForImageTextToText) <= 1e-4
+    assert max_weight_difference(one, two, AutoModelForImageTextToText) <= 5e-5

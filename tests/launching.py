@@ -138,7 +138,9 @@ def relative_update_difference(initial: Path, a: Path, b: Path, loader=None) -> 
     """‖Δa − Δb‖ / ‖Δa‖ over all weights, Δ = final − initial. Unlike the largest elementwise difference it is not
     dominated by single entries whose gradient is near Adam's eps, where reduction-order rounding moves the update
     by a visible fraction of the learning rate."""
-    w0 = (loader or __import__("transformers").AutoModelForCausalLM).from_pretrained(initial).state_dict()
+    from transformers import AutoModelForCausalLM
+
+    w0 = (loader or AutoModelForCausalLM).from_pretrained(initial).state_dict()
     w1, w2 = final_weights(a, loader), final_weights(b, loader)
     d1 = torch.cat([(w1[k] - w0[k]).flatten() for k in sorted(w1)])  # [P]
     d2 = torch.cat([(w2[k] - w0[k]).flatten() for k in sorted(w1)])  # [P]

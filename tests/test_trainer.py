@@ -105,7 +105,7 @@ def test_baseline_presets_train(tmp_path, preset):
     assert m["clip_factor"] == pytest.approx(min(1.0, 1.0 / m["grad_norm"]))
 
 
-def test_plain_sgd_is_used_and_resumes(tmp_path):
+def test_plain_sgd_is_used(tmp_path):
     out = _train(tmp_path, "train.max_steps=2", "train.save_every=1", "optim.optimizer=sgd",
                  "optim.max_grad_norm=0", f"reward.functions={REWARDS}:digit_fraction", "reward.weights=[1.0]",
                  "eval.before=false", "eval.after=false")

@@ -334,6 +334,12 @@ class AlgorithmConfig:
     """Override (clipped losses): lower clip range epsilon_low."""
     clip_high: float | None = None
     """Override (clipped losses): upper clip range epsilon_high."""
+    micro_groups: int | None = None
+    """Override: normalise (aggregate, apply α) per local micro-batch of this many groups, as HF-Trainer
+    reference code does; 0 = over the whole optimizer step (gpgrl's micro-batch-invariant default)."""
+    alpha_groups: int | None = None
+    """Override (with micro_groups > 0): groups per α window, one reference micro-step over all its ranks
+    (a multiple of micro_groups; 0 = micro_groups)."""
 
     def overrides(self) -> dict[str, Any]:
         """The preset fields this config overrides (those not None)."""
@@ -689,10 +695,15 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     from gpgrl.algos.presets import resolve_algorithm  # local: keeps config importable alone
 
     try:
-        resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
+        algo = resolve_algorithm(cfg.algorithm.name, **cfg.algorithm.overrides())
     except (KeyError, ValueError) as err:
         raise ConfigError(f"algorithm: {err.args[0] if err.args else err}") from err
     p = cfg.rollout.prompts_per_step
+    window = algo.alpha_groups or algo.micro_groups
+    _require(not window or p % window == 0,
+             f"rollout.prompts_per_step={p} is not a multiple of the preset's α window of {window} groups "
+             f"(algorithm.alpha_groups / algorithm.micro_groups of {algo.name!r}): every reference micro-step "
+             "must be complete; change one of them")
     _require(p % world_size == 0,
              f"rollout.prompts_per_step={p} is not divisible by the {world_size} processes: whole groups of "
              f"rollout.generations_per_prompt={cfg.rollout.generations_per_prompt} completions must stay on one "

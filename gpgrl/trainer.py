@@ -3,8 +3,10 @@
 One loop for every algorithm: all algorithm choices come from the resolved preset (`gpgrl.algos.presets`),
 which the loop calls without ever looking at its name. Group statistics, M, α and the loss normaliser are
 computed once per optimizer step over the whole assembled batch, so micro-batching does not change the
-result. Samples whose advantage is exactly zero are not run through forward/backward when the loss has no
-other term (they carry no gradient under GPG), and the saved fraction is logged.
+result (a preset with algorithm.micro_groups > 0 normalises per reference micro-batch on purpose; those are
+made of groups, so they too are independent of rollout.micro_batch_size and the process count). Samples
+whose advantage is exactly zero are not run through forward/backward when the loss has no other term (they
+carry no gradient under GPG), and the saved fraction is logged.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from accelerate.utils import gather_object, set_seed
 from rich.console import Console
 from rich.table import Table
 
-from gpgrl.algos.aggregation import Normaliser, aggregate
+from gpgrl.algos.aggregation import aggregate
 from gpgrl.algos.losses import truncated_importance_weights
 from gpgrl.algos.presets import Algorithm, resolve_algorithm
 from gpgrl.checkpoint import (
@@ -473,15 +475,12 @@ def update_policy(run: Run, groups: Sequence[Group], timer: Timer) -> dict[str, 
     batch = StepBatch.from_groups(groups)
     n = batch.rewards.numel()
     adv = run.algo.advantages(batch.rewards, batch.group_ids, batch.lengths)  # [N]
-    total_tokens = int(batch.lengths.sum())
-    a = run.algo.alpha_factor(n, int(batch.degenerate.sum()), total_tokens,
-                              int(batch.lengths[~batch.degenerate].sum()))
+    weights, a = run.algo.step_weights(batch.lengths, batch.group_ids, batch.degenerate,
+                                       run.cfg.rollout.max_new_tokens)  # [N]
     out: dict[str, Any] = {"alpha": a.alpha, "valid_group_fraction": a.valid_fraction, "has_signal": int(a.has_signal)}
     if not a.has_signal:
         out.update(work_saved_fraction=1.0, finite=True)
         return out
-    norm = Normaliser(n, len(groups), total_tokens, run.cfg.rollout.max_new_tokens)
-    weights = run.algo.sequence_weights(batch.lengths, batch.group_ids, norm) * a.alpha  # [N]
     active = active_indices(run, adv)
     with timer("train"):
         out.update(backward_all(run, batch, adv, weights, active))

@@ -115,3 +115,15 @@ def test_default_recipe_file_is_the_default_config():
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "default.yaml"
     assert load_config(recipe) == Config(), "recipes/default.yaml must mirror the built-in defaults"
+
+
+def test_micro_group_overrides_reach_the_preset_and_must_tile_the_step():
+    cfg = build_config(overrides=["algorithm.name=gpg", "algorithm.micro_groups=2", "algorithm.alpha_groups=4",
+                                  "rollout.prompts_per_step=8"])
+    assert cfg.algorithm.overrides() == {"micro_groups": 2, "alpha_groups": 4}
+    with pytest.raises(ConfigError, match="prompts_per_step=6 is not a multiple of the preset's α window of 4"):
+        build_config(overrides=["algorithm.micro_groups=2", "algorithm.alpha_groups=4", "rollout.prompts_per_step=6"])
+    with pytest.raises(ConfigError, match="alpha_groups=3 must be a multiple of micro_groups=2"):
+        build_config(overrides=["algorithm.micro_groups=2", "algorithm.alpha_groups=3"])
+    with pytest.raises(ConfigError, match="window of 2 groups"):  # the preset's own window
+        build_config(overrides=["algorithm.name=gpg-ref-microbatch", "rollout.prompts_per_step=3"])

@@ -81,6 +81,24 @@ def test_alpha_and_valid_fraction_agree_with_rewards(tmp_path):
         assert m["reward_mean"] == pytest.approx(sum(raw) / len(raw))
 
 
+def test_micro_batch_alpha_is_counted_per_window_of_groups(tmp_path):
+    """gpg-ref-microbatch: α per window of 2 groups (recounted here from the raw rewards), logged as the mean over
+    the windows with signal; the computational micro-batch size does not matter."""
+    out = _train(tmp_path, "train.max_steps=3", "algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0",
+                 f"reward.functions={REWARDS}:has_digit", "reward.weights=[1.0]", "logging.sample_completions=1000",
+                 "rollout.micro_batch_size=3", "eval.before=false", "eval.after=false")
+    rewards = defaultdict(list)
+    for row in _records(out / "completions.jsonl"):
+        rewards[(row["step"], row["group"])].append(row["reward"])
+    for m in _records(out / "metrics.jsonl"):
+        alphas = []
+        for window in ((0, 1), (2, 3)):
+            degenerate = sum(max(rewards[m["step"], g]) == min(rewards[m["step"], g]) for g in window)
+            alphas += [2 / (2 - degenerate)] if degenerate < 2 else []
+        assert m["has_signal"] == int(bool(alphas))
+        assert m["alpha"] == pytest.approx(sum(alphas) / len(alphas) if alphas else 0.0)
+
+
 def test_homogeneous_rewards_resample_then_skip(tmp_path):
     out = _train(tmp_path, "train.max_steps=2", f"reward.functions={REWARDS}:constant", "reward.weights=[1.0]",
                  "rollout.max_rounds=3", "eval.before=false", "eval.after=false")

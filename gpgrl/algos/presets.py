@@ -25,6 +25,7 @@ from gpgrl.algos.advantages import ADVANTAGES, ZEROES_DEGENERATE
 from gpgrl.algos.aggregation import AGGREGATIONS, Normaliser, sequence_weights
 from gpgrl.algos.alpha import ALPHAS, AlphaResult
 from gpgrl.algos.losses import LOSSES, k3_kl, masked_mean
+from gpgrl.algos.micro_steps import step_weights
 
 
 @functools.cache
@@ -70,6 +71,12 @@ class Algorithm:
     """The paper it follows (arXiv id)."""
     reference: str
     """The code (file, flags) whose behaviour it mirrors."""
+    micro_groups: int = 0
+    """Normalise per local micro-batch of this many groups, as HF-Trainer reference code does (0 = over the
+    whole step; see gpgrl.algos.micro_steps)."""
+    alpha_groups: int = 0
+    """Groups per α window (one reference micro-step over all ranks), a multiple of micro_groups (0 =
+    micro_groups); only with micro_groups > 0."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "advantage_kwargs", MappingProxyType(dict(self.advantage_kwargs)))
@@ -123,6 +130,13 @@ class Algorithm:
         """Per-sequence aggregation coefficients [N] from GLOBAL counts (see gpgrl.algos.aggregation)."""
         return sequence_weights(self.aggregation, lengths, group_ids, norm)  # [N]
 
+    def step_weights(self, lengths: Tensor, group_ids: Tensor, degenerate: Tensor,
+                     max_len: int) -> tuple[Tensor, AlphaResult]:
+        """The step's loss coefficients [N] with α folded in, and its α summary, in this preset's scope of
+        normalisation (whole step, or per micro-batch: gpgrl.algos.micro_steps)."""
+        return step_weights(self.aggregation, self.alpha_factor, lengths, group_ids, degenerate, max_len,
+                            self.micro_groups, self.alpha_groups)  # [N]
+
     @property
     def needs_reference(self) -> bool:
         """A frozen reference policy is needed (kl_coef > 0)."""
@@ -159,11 +173,24 @@ def _check_scalars(algo: Algorithm) -> None:
         raise ValueError(f"kl_coef={algo.kl_coef} must be a finite number >= 0")
     if not isinstance(algo.drop_degenerate, bool):
         raise ValueError(f"drop_degenerate={algo.drop_degenerate!r} must be a bool")
+    _check_micro_groups(algo.micro_groups, algo.alpha_groups)
+
+
+def _check_micro_groups(micro: object, window: object) -> None:
+    """micro_groups >= 0; alpha_groups >= 0, only with micro_groups > 0, and a multiple of it."""
+    for key, value in (("micro_groups", micro), ("alpha_groups", window)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}={value!r} must be an integer >= 0 (a number of groups)")
+    if window and not micro:
+        raise ValueError(f"alpha_groups={window} needs micro_groups > 0 (α windows are made of micro-batches)")
+    if window and window % micro:
+        raise ValueError(f"alpha_groups={window} must be a multiple of micro_groups={micro} (a reference "
+                         "micro-step is whole local micro-batches on every rank)")
 
 
 # ---------------------------------------------------------------- resolution and documentation
 
-_PLAIN_OVERRIDES = ("beta_th", "alpha", "aggregation", "kl_coef")
+_PLAIN_OVERRIDES = ("beta_th", "alpha", "aggregation", "kl_coef", "micro_groups", "alpha_groups")
 """Override keys that replace a field of the same name, whatever the preset."""
 
 _KNOB_OVERRIDES = MappingProxyType({
@@ -193,8 +220,8 @@ def _check_knob_applies(key: str, preset: Algorithm) -> None:
 def resolve_algorithm(name: str, **overrides: object) -> Algorithm:
     """The preset `name` with config overrides applied (None values are ignored).
 
-    Override keys: beta_th, alpha, aggregation, kl_coef (any preset); f_norm (estimators that take it);
-    clip_low, clip_high (losses that take them).
+    Override keys: beta_th, alpha, aggregation, kl_coef, micro_groups, alpha_groups (any preset); f_norm
+    (estimators that take it); clip_low, clip_high (losses that take them).
 
     Raises:
         KeyError: unknown preset (args[0] suggests the closest name and lists the presets).
@@ -231,11 +258,19 @@ def _cell_beta(algo: Algorithm) -> str:
     return f"{beta}, drop degenerate" if algo.drop_degenerate else beta
 
 
+def _cell_aggregation(algo: Algorithm) -> str:
+    if not algo.micro_groups:
+        return f"`{algo.aggregation}`"
+    window = algo.alpha_groups or algo.micro_groups
+    return (f"`{algo.aggregation}` per micro-batch of {algo.micro_groups} group(s), α per {window} groups, "
+            "micro-batches averaged")
+
+
 def _table_row(algo: Algorithm) -> str:
     arxiv = algo.paper.removeprefix("arXiv:")
     cells = (f"`{algo.name}`", f"[{arxiv}](https://arxiv.org/abs/{arxiv})", _cell_advantage(algo),
              f"`{algo.alpha}`", _cell_beta(algo), _cell_loss(algo), f"{algo.kl_coef:g}",
-             f"`{algo.aggregation}`", algo.summary.replace("|", "\\|"))
+             _cell_aggregation(algo), algo.summary.replace("|", "\\|"))
     return "| " + " | ".join(cells) + " |"
 
 
@@ -269,6 +304,18 @@ ALGORITHMS = MappingProxyType({
         paper=_GPG_PAPER,
         reference="AMAP-ML/GPG open-r1/train.sh: --scale_rewards False --adjust_gd --min_inverse_alpha 0.5; "
                   "gpg_trainer.py compute_loss l.268-318"),
+    "gpg-ref-microbatch": Algorithm(
+        name="gpg-ref-microbatch", advantage="gpg", advantage_kwargs={"f_norm": "none"}, alpha="samples",
+        beta_th=0.5, drop_degenerate=False, loss="pg", clip_low=0.0, clip_high=0.0, kl_coef=0.0,
+        aggregation="token-mean", micro_groups=1, alpha_groups=2,
+        summary="GPG with the reference code's loss: a token mean over each local micro-batch (1 group: "
+                "per_device_train_batch_size = G), times the α of its micro-step (2 groups: 2 ranks), "
+                "averaged over micro-batches, so α re-weights micro-batches (direction, not only scale). "
+                "Set algorithm.micro_groups / alpha_groups to your launch. β_th applies to the whole step "
+                "(the reference resamples per micro-step).",
+        paper=_GPG_PAPER,
+        reference="AMAP-ML/GPG open-r1 gpg_trainer.py compute_loss l.303-316 (loss / local mask sum / "
+                  "inverse_alpha), HF Trainer / gradient_accumulation_steps, DDP mean; train.sh flags"),
     "gpg-alpha": Algorithm(
         name="gpg-alpha", advantage="gpg", advantage_kwargs={"f_norm": "none"}, alpha="samples", beta_th=0.0,
         drop_degenerate=False, loss="pg", clip_low=0.0, clip_high=0.0, kl_coef=0.0,

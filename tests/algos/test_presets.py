@@ -38,12 +38,21 @@ def _pipeline(algo, logits, tokens, batch, advantages=None):
     ref_logp = logp.detach() - 0.1 if algo.needs_reference else None
     token_loss, stats = algo.token_loss(logp, logp.detach(), advantages, mask, ref_logp=ref_logp)
     degenerate = group_stats(rewards, group_ids).degenerate
-    norm = Normaliser(num_sequences=len(rewards), num_groups=len(group_ids.unique()),
-                      total_tokens=int(lengths.sum()), max_len=T)
-    alpha = algo.alpha_factor(len(rewards), int(degenerate.sum()), norm.total_tokens,
-                              int(lengths[~degenerate].sum()))
-    weights = algo.sequence_weights(lengths, group_ids, norm)
-    return alpha.alpha * aggregate(token_loss, mask, weights), alpha, stats
+    weights, alpha = algo.step_weights(lengths, group_ids, degenerate, T)  # α included
+    return aggregate(token_loss, mask, weights), alpha, stats
+
+
+def test_step_weights_of_whole_step_presets_are_alpha_times_aggregation():
+    rewards, group_ids, lengths = (torch.tensor(x) for x in MIXED)
+    degenerate = group_stats(rewards, group_ids).degenerate
+    norm = Normaliser(num_sequences=8, num_groups=4, total_tokens=int(lengths.sum()), max_len=T)
+    for algo in ALGORITHMS.values():
+        if algo.micro_groups:
+            continue
+        weights, alpha = algo.step_weights(lengths, group_ids, degenerate, T)
+        expected = algo.alpha_factor(8, int(degenerate.sum()), norm.total_tokens, int(lengths[~degenerate].sum()))
+        assert alpha == expected
+        torch.testing.assert_close(weights, algo.sequence_weights(lengths, group_ids, norm) * expected.alpha)
 
 
 # 4 groups of 2; group 2 = {1, 1} is degenerate

@@ -1,15 +1,16 @@
 """What α = B/(B−M) does to one real update, under each optimizer setting (issue 15, docs/results.md).
 
 A counterfactual on the same state: train `gpg-alpha` for K steps (checkpoint every step), then run step K+1 twice
-from checkpoint K, once as `gpg-alpha` and once as `gpg-no-alpha`. Both resumes restore the same weights,
+from checkpoint K, once as `gpg-alpha` and once as `gpg-no-alpha` (settings b: `gpg-ref-microbatch` with
+algorithm.alpha samples / none). Both resumes restore the same weights,
 optimizer moments, data queue and RNG, so they draw the same samples, rewards and advantages; the two updates of
 step K+1 differ only by α. Reported per setting: α of that step, the pre-clip gradient norm and whether clipping
 bound it, and the update with α against the update without it (norm ratio, cosine, relative difference). Step K+1
 is the first step after --steps at which the history has α ≠ 1 (some groups degenerate, some informative).
 
-Settings: (a) AdamW + clipping at 1.0 (gpgrl's default), (c) AdamW without clipping, (d) plain SGD without
-clipping, (d') plain SGD with clipping at 1.0. (b), the reference code's per-micro-batch token mean with a
-per-micro-batch α, is not a gpgrl aggregation yet (issue 15 note).
+Settings: (a) AdamW + clipping at 1.0 (gpgrl's default), (b) the reference code's per-micro-batch token mean with a
+per-micro-step α (`gpg-ref-microbatch`: micro-batches of 1 group, α per 2 groups), with and without clipping,
+(c) AdamW without clipping, (d) plain SGD without clipping, (d') plain SGD with clipping at 1.0.
 
     .venv/bin/python benchmarks/alpha_update.py --config recipes/compare/basic_arithmetic.yaml --steps 3 \\
         --out benchmarks/results/alpha_update_smollm2.json
@@ -29,12 +30,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
+GLOBAL = ("gpg-alpha", ["algorithm.name=gpg-alpha"], ["algorithm.name=gpg-no-alpha"])
+"""gpgrl's scope: α and the normaliser over the whole step (aggregation group-token-mean)."""
+MICRO = ("gpg-ref-microbatch", ["algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0", "algorithm.alpha=samples"],
+         ["algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0", "algorithm.alpha=none"])
+"""The reference's scope: token mean per micro-batch of 1 group, α per micro-step of 2 groups."""
+
 SETTINGS = {
-    "a_adamw_clip1": ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"],
-    "c_adamw_noclip": ["optim.optimizer=adamw", "optim.max_grad_norm=0"],
-    "d_sgd_noclip": ["optim.optimizer=sgd", "optim.max_grad_norm=0"],
-    "d_sgd_clip1": ["optim.optimizer=sgd", "optim.max_grad_norm=1.0"],
+    "a_adamw_clip1": (GLOBAL, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
+    "b_microbatch_adamw_clip1": (MICRO, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
+    "b_microbatch_adamw_noclip": (MICRO, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
+    "c_adamw_noclip": (GLOBAL, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
+    "d_sgd_noclip": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=0"]),
+    "d_sgd_clip1": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=1.0"]),
 }
+"""Setting -> ((name, flags with α, flags without α), optimizer flags)."""
 
 
 def train(config: str, out: Path, *overrides: str) -> None:
@@ -67,33 +77,34 @@ def first_informative_step(run: Path, after: int) -> int:
     raise SystemExit(f"{run}: no step after {after} with 1 < α: pass another --steps or --search")
 
 
-def one_setting(config: str, work: Path, name: str, flags: list[str], steps: int, seed: int,
+def one_setting(config: str, work: Path, name: str, arms: tuple, flags: list[str], steps: int, seed: int,
                 search: int = 6) -> dict:
     base = work / name / "history"
     shutil.rmtree(work / name, ignore_errors=True)
     common = [f"train.seed={seed}", *flags]
-    train(config, base, "algorithm.name=gpg-alpha", f"train.max_steps={steps + search}",
-          f"train.keep_checkpoints={steps + search}", *common)
+    _, alpha_arm, plain_arm = arms
+    train(config, base, *alpha_arm, f"train.max_steps={steps + search}", f"train.keep_checkpoints={steps + search}",
+          *common)
     steps = first_informative_step(base, max(steps, 1)) - 1  # branch from the checkpoint before it
     updates, records = {}, {}
-    for algorithm in ("gpg-alpha", "gpg-no-alpha"):
-        branch = work / name / algorithm
+    for arm, arm_flags in (("alpha", alpha_arm), ("none", plain_arm)):
+        branch = work / name / arm
         # the logs and checkpoint K only (1.6 GB each for SmolLM2 in fp32 with AdamW's moments)
         shutil.copytree(base, branch, ignore=lambda d, names: [n for n in names if n.startswith("checkpoint-")
                                                                and n != f"checkpoint-{steps:08d}" or n == "final"])
-        train(config, branch, f"algorithm.name={algorithm}", f"train.max_steps={steps + 1}", "train.resume=true",
+        train(config, branch, *arm_flags, f"train.max_steps={steps + 1}", "train.resume=true",
               "train.keep_checkpoints=2", *common)
-        updates[algorithm], records[algorithm] = flat_update(branch, steps + 1), last_metrics(branch)
+        updates[arm], records[arm] = flat_update(branch, steps + 1), last_metrics(branch)
         shutil.rmtree(branch)
     shutil.rmtree(work / name)
-    with_alpha, without = updates["gpg-alpha"], updates["gpg-no-alpha"]
-    m_a, m_1 = records["gpg-alpha"], records["gpg-no-alpha"]
+    with_alpha, without = updates["alpha"], updates["none"]
+    m_a, m_1 = records["alpha"], records["none"]
     assert m_a["reward_mean"] == m_1["reward_mean"], "the two branches drew different samples"
     if not m_a.get("has_signal"):
         raise SystemExit(f"{name}: step {steps + 1} has no informative group (no update to compare): pass another "
                          "--steps")
     return {
-        "setting": name, "flags": flags, "step": steps + 1, "alpha": m_a["alpha"],
+        "setting": name, "preset": arms[0], "flags": flags, "step": steps + 1, "alpha": m_a["alpha"],
         "grad_norm_with_alpha": m_a.get("grad_norm"), "grad_norm_without": m_1.get("grad_norm"),
         "clipped_with_alpha": m_a.get("clipped"), "clipped_without": m_1.get("clipped"),
         "update_norm_ratio": float(with_alpha.norm() / without.norm()),
@@ -118,8 +129,8 @@ def main() -> None:
     for name in args.settings.split(","):
         if any(r["setting"] == name for r in rows):
             continue
-        row = one_setting(args.config, Path(args.work), name, [*SETTINGS[name], *args.overrides], args.steps,
-                          args.seed)
+        arms, flags = SETTINGS[name]
+        row = one_setting(args.config, Path(args.work), name, arms, [*flags, *args.overrides], args.steps, args.seed)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:  # after every setting: an interrupted measurement keeps what it finished

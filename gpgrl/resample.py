@@ -4,7 +4,9 @@ Owns the `Group` record (a prompt, its G samples and their rewards) and `collect
 from the queue, roll out and score them, keep the informative (non-degenerate) groups, and stop once their
 fraction of a step's prompts reaches β_th or the round budget is spent (then warn and go on; never crash).
 The step batch is assembled as in GPG_SPEC §4: accumulated valid groups first, then degenerate groups of the
-latest round to fill up (unless the algorithm drops degenerate groups, as DAPO's dynamic sampling does).
+latest round to fill up (unless the algorithm drops degenerate groups, as DAPO's dynamic sampling does); the
+kept groups are returned in the order they were drawn, so that a micro-batch cut in group order (a preset with
+algorithm.micro_groups > 0) holds what a reference micro-step would have drawn, not the valid groups first.
 α is later counted on this assembled batch, not on everything that was found.
 """
 
@@ -60,11 +62,13 @@ def collect_batch(take: Callable[[int], Sequence[Any]], rollout: RolloutFn, prom
     need = required_valid(beta_th, prompts_per_step)
     valid: list[Group] = []
     latest_degenerate: list[Group] = []
+    drawn: list[Group] = []
     while True:
         stats.rounds += 1
         examples = take(prompts_per_step)
         stats.prompts_drawn += len(examples)
         groups = rollout(examples)
+        drawn += groups
         valid += [g for g in groups if not g.degenerate]
         latest_degenerate = [g for g in groups if g.degenerate]
         if len(valid) >= need:
@@ -77,4 +81,5 @@ def collect_batch(take: Callable[[int], Sequence[Any]], rollout: RolloutFn, prom
     stats.surplus_valid_dropped = len(valid) - len(kept)
     if not drop_degenerate:
         kept += latest_degenerate[: prompts_per_step - len(kept)]
-    return kept, stats
+    chosen = {id(g) for g in kept}
+    return [g for g in drawn if id(g) in chosen], stats  # in draw order

@@ -40,9 +40,16 @@ def test_resamples_until_threshold_and_keeps_latest_degenerate():
     rounds = [[_group("a", V), _group("b", D), _group("c", D), _group("d", D)],
               [_group("e", V), _group("f", V), _group("g", D), _group("h", D)]]
     batch, stats = collect_batch(_take, _rollout_from(rounds), 4, 0.5, False, 20)
-    assert [g.example for g in batch] == ["a", "e", "f", "g"]  # valid first, then the latest round's degenerate
+    assert [g.example for g in batch] == ["a", "e", "f", "g"]  # valid ones, then the latest round's degenerate
     assert (stats.rounds, stats.prompts_drawn, stats.valid_found) == (2, 8, 3)
     assert stats.surplus_valid_dropped == 0
+
+
+def test_kept_groups_come_in_draw_order():
+    # P = 4, beta 0.5 -> need 2 valid; one round: selection keeps all four, in the order they were drawn
+    rounds = [[_group("a", D), _group("b", V), _group("c", D), _group("d", V)]]
+    batch, _ = collect_batch(_take, _rollout_from(rounds), 4, 0.5, False, 20)
+    assert [g.example for g in batch] == ["a", "b", "c", "d"]  # not valid first: b, d, a, c
 
 
 def test_surplus_valid_groups_are_dropped():

@@ -300,7 +300,8 @@ ALGORITHMS = MappingProxyType({
         name="gpg-ref", advantage="gpg", advantage_kwargs={"f_norm": "none"}, alpha="samples", beta_th=0.5,
         drop_degenerate=False, loss="pg", clip_low=0.0, clip_high=0.0, kl_coef=0.0, aggregation="token-mean",
         summary="GPG as launched by the reference code (README GPG-7B): β_th 0.5 and a batch token mean "
-                "(global over the step here; the reference divides by the local micro-batch's tokens).",
+                "(global over the step here; gpg-ref-microbatch divides by each local micro-batch's tokens, as "
+                "the reference does).",
         paper=_GPG_PAPER,
         reference="AMAP-ML/GPG open-r1/train.sh: --scale_rewards False --adjust_gd --min_inverse_alpha 0.5; "
                   "gpg_trainer.py compute_loss l.268-318"),

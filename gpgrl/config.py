@@ -544,9 +544,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert a YAML/CLI value to the field's declared type, or say what is wrong."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        # "none" is a value of string fields (algorithm.alpha=none, algorithm.f_norm=none), unset only elsewhere
+        unset = ("null",) if inner is str else ("none", "null")
+        if value is None or (isinstance(value, str) and value.lower() in unset):
+            return None
         return _coerce(key, value, inner)
     if origin is tuple:
         (inner, _) = typing.get_args(hint)

@@ -127,3 +127,10 @@ def test_micro_group_overrides_reach_the_preset_and_must_tile_the_step():
         build_config(overrides=["algorithm.micro_groups=2", "algorithm.alpha_groups=3"])
     with pytest.raises(ConfigError, match="window of 2 groups"):  # the preset's own window
         build_config(overrides=["algorithm.name=gpg-ref-microbatch", "rollout.prompts_per_step=3"])
+
+
+def test_none_is_a_value_of_string_overrides_and_unsets_numbers():
+    cfg = build_config(overrides=["algorithm.name=gpg", "algorithm.alpha=none", "algorithm.f_norm=none",
+                                  "algorithm.beta_th=none"])
+    assert cfg.algorithm.overrides() == {"alpha": "none", "f_norm": "none"}  # α = 1, not the preset's samples
+    assert build_config(overrides=["algorithm.alpha=null"]).algorithm.overrides() == {}

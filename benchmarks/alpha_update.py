@@ -30,21 +30,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
-GLOBAL = ("gpg-alpha", ["algorithm.name=gpg-alpha"], ["algorithm.name=gpg-no-alpha"])
+GLOBAL = ("gpg-alpha", ["algorithm.name=gpg-alpha"], ["algorithm.name=gpg-no-alpha"], "any")
 """gpgrl's scope: α and the normaliser over the whole step (aggregation group-token-mean)."""
 MICRO = ("gpg-ref-microbatch", ["algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0", "algorithm.alpha=samples"],
-         ["algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0", "algorithm.alpha=none"])
+         ["algorithm.name=gpg-ref-microbatch", "algorithm.beta_th=0", "algorithm.alpha=none"], "any")
 """The reference's scope: token mean per micro-batch of 1 group, α per micro-step of 2 groups."""
+MICRO_MIXED = (*MICRO[:3], "mixed")
+"""The same, at a step whose two micro-steps have different α (2 and 1: logged mean 1.5)."""
 
 SETTINGS = {
     "a_adamw_clip1": (GLOBAL, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
     "b_microbatch_adamw_clip1": (MICRO, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
     "b_microbatch_adamw_noclip": (MICRO, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
+    "b_mixed_adamw_clip1": (MICRO_MIXED, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
+    "b_mixed_adamw_noclip": (MICRO_MIXED, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
     "c_adamw_noclip": (GLOBAL, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
     "d_sgd_noclip": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=0"]),
     "d_sgd_clip1": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=1.0"]),
 }
-"""Setting -> ((name, flags with α, flags without α), optimizer flags)."""
+"""Setting -> ((name, flags with α, flags without α, which step: any α ≠ 1 | mixed), optimizer flags)."""
 
 
 def train(config: str, out: Path, *overrides: str) -> None:
@@ -67,25 +71,27 @@ def last_metrics(run: Path) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def first_informative_step(run: Path, after: int) -> int:
+def first_informative_step(run: Path, after: int, kind: str = "any") -> int:
     """The first step after `after` of the history run whose α is not 1 (it has degenerate and informative
-    groups): there α and no α give different losses."""
+    groups): there α and no α give different losses. kind "mixed": α not an integer, i.e. (for two α windows of
+    two groups) one window with α = 2 and one with α = 1, where α changes the update's direction."""
     for line in (run / "metrics.jsonl").read_text().splitlines():
         m = json.loads(line)
-        if m["step"] > after and m.get("has_signal") and m["alpha"] != 1.0:
+        if m["step"] > after and m.get("has_signal") and m["alpha"] != 1.0 and (
+                kind == "any" or m["alpha"] != round(m["alpha"])):
             return m["step"]
-    raise SystemExit(f"{run}: no step after {after} with 1 < α: pass another --steps or --search")
+    raise SystemExit(f"{run}: no step after {after} with 1 < α ({kind}): pass another --steps or --search")
 
 
 def one_setting(config: str, work: Path, name: str, arms: tuple, flags: list[str], steps: int, seed: int,
-                search: int = 6) -> dict:
+                search: int = 8) -> dict:
     base = work / name / "history"
     shutil.rmtree(work / name, ignore_errors=True)
     common = [f"train.seed={seed}", *flags]
-    _, alpha_arm, plain_arm = arms
+    _, alpha_arm, plain_arm, kind = arms
     train(config, base, *alpha_arm, f"train.max_steps={steps + search}", f"train.keep_checkpoints={steps + search}",
           *common)
-    steps = first_informative_step(base, max(steps, 1)) - 1  # branch from the checkpoint before it
+    steps = first_informative_step(base, max(steps, 1), kind) - 1  # branch from the checkpoint before it
     updates, records = {}, {}
     for arm, arm_flags in (("alpha", alpha_arm), ("none", plain_arm)):
         branch = work / name / arm
@@ -119,18 +125,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="history steps before the counterfactual step")
     parser.add_argument("--rerun", default="", help="settings to measure again even if --out holds them")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search", type=int, default=8, help="history steps after --steps searched for one with α ≠ 1")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--work", default="runs/alpha_update")
     parser.add_argument("--overrides", nargs="*", default=[], help="extra section.key=value for every run")
     parser.add_argument("--out", default="", help="a JSON file; rows already in it are kept, not rerun")
     args = parser.parse_args()
     done = json.loads(Path(args.out).read_text())["rows"] if args.out and Path(args.out).exists() else []
-    rows = [r for r in done if r["setting"] in args.settings.split(",") and r["setting"] not in args.rerun.split(",")]
+    rows = [r for r in done if r["setting"] not in args.rerun.split(",")]  # rows of other settings are kept
     for name in args.settings.split(","):
         if any(r["setting"] == name for r in rows):
             continue
         arms, flags = SETTINGS[name]
-        row = one_setting(args.config, Path(args.work), name, arms, [*flags, *args.overrides], args.steps, args.seed)
+        row = one_setting(args.config, Path(args.work), name, arms, [*flags, *args.overrides], args.steps, args.seed,
+                          args.search)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:  # after every setting: an interrupted measurement keeps what it finished

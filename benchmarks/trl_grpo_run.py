@@ -141,7 +141,7 @@ def prepare_data(cfg: Config, tokenizer: Any) -> Data:
     d, r = cfg.data, cfg.rollout
 
     def render(ex: Any) -> str:
-        return render_prompt(tokenizer, ex, d.system_prompt, d.prompt_template)
+        return render_prompt(tokenizer, ex, d.system_prompt, d.prompt_template, response_prefix=d.response_prefix)
 
     def length(ex: Any) -> int:
         return len(tokenizer(render(ex), add_special_tokens=False).input_ids)
@@ -190,6 +190,7 @@ class StepLog:
 
     def __init__(self, cfg: Config, data: Data, rewards: Any, eos_ids: set[int], path: Path) -> None:
         self.data, self.rewards, self.eos_ids = data, rewards, eos_ids
+        self.prefix = cfg.data.response_prefix
         self.p, self.g = cfg.rollout.prompts_per_step, cfg.rollout.generations_per_prompt
         self.out = path.open("w", encoding="utf-8")
         self.step, self.started, self.record = 0, None, {}
@@ -234,11 +235,12 @@ class StepLog:
     def gpgrl_reward(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]],
                      example_index: list[int], **_: Any) -> list[float]:
         """TRL reward function: gpgrl's weighted total reward of each completion."""
-        from gpgrl.data import reward_columns
+        from gpgrl.data import reward_columns, scored_text
 
         start = time.perf_counter()
         examples = self.check_batch(list(prompts), [int(i) for i in example_index])
-        out = self.rewards([ex.question for ex in examples], list(completions), reward_columns(examples),
+        texts = [scored_text(self.prefix, c) for c in completions]  # as gpgrl scores them (data.response_prefix)
+        out = self.rewards([ex.question for ex in examples], texts, reward_columns(examples),
                            completion_lengths=[len(ids) for ids in completion_ids])
         self.record.update(step_metrics(out, completion_ids, self.g, self.eos_ids))
         self.record["time_reward_s"] = time.perf_counter() - start
@@ -331,7 +333,7 @@ def evaluate_after(cfg: Config, model: Any, data: Data, out_dir: Path) -> dict[s
         return None
     torch.manual_seed(cfg.train.seed)
     e = cfg.eval
-    encoder = TextEncoder(data.tokenizer, cfg.data.system_prompt, cfg.data.prompt_template)
+    encoder = TextEncoder(data.tokenizer, cfg.data.system_prompt, cfg.data.prompt_template, cfg.data.response_prefix)
     result = evaluate(model, encoder, data.eval, sampling_params(cfg), num_samples=e.num_samples, ks=e.k,
                       rewards=RewardSet.from_config(cfg.reward))
     write_eval(result, out_dir / "eval_after.json")

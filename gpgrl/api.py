@@ -87,8 +87,8 @@ def _given_source(cfg: Config) -> Config:
     return build_config(tree)
 
 
-_GIVEN_KEYS = ("seed", "system_prompt", "prompt_template", "eval_split", "prompt_column", "answer_column",
-               "answer_format", "group_column", "image_column")
+_GIVEN_KEYS = ("seed", "system_prompt", "prompt_template", "response_prefix", "eval_split", "prompt_column",
+               "answer_column", "answer_format", "group_column", "image_column")
 
 
 def train(cfg: Config | None = None, *, reward_funcs: Sequence[RewardArg] | None = None,

@@ -101,7 +101,8 @@ _DATA_KEYS_BY_SOURCE = {
     "shapes": ("task", "train_size", "eval_size", "image_size", "shape_colors"),
     "given": ("eval_split", "prompt_column", "answer_column", "answer_format", "group_column", "image_column"),
 }
-"""The data.* keys each source reads (data.seed, data.system_prompt and data.prompt_template apply to all)."""
+"""The data.* keys each source reads (data.seed, data.system_prompt, data.prompt_template and data.response_prefix
+apply to all)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class DataConfig:
     """System message of the chat template; empty for none."""
     prompt_template: str = "{question} Reply with only the result, within \\boxed{}."
     """User message; `{question}` is replaced by the task's question (e.g. '{question} Answer in \\boxed{}.')."""
+    response_prefix: str = ""
+    """Text the assistant's reply starts with, appended after the chat template's generation prompt (e.g. 'The
+    final answer is'); the model generates the rest. Rewards, evaluation and completions.jsonl see prefix +
+    generated text; log-probs and the loss cover the generated tokens only (the prefix is part of the prompt)."""
     source: str = "auto"
     """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf
     (data.path is a Hugging Face hub id or a local dataset directory) | champ (the bundled CHAMP competition-math

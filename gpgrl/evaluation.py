@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpgrl.config import Config, ConfigError, DataConfig
-from gpgrl.data import Example, load_splits
+from gpgrl.data import Example, load_splits, scored_text
 from gpgrl.rewards import RewardSet, TrainerState, accuracy, boxed_format, last_boxed, load_reward_function, trl_inputs
 from gpgrl.rollout import PromptEncoder, SamplingParams, generate, make_encoder
 
@@ -178,10 +178,10 @@ def _columns(examples: Sequence[Example]) -> dict[str, list[Any]]:
     return columns
 
 
-def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, Any]],
+def _score(scorer: Callable[..., list[float | None]], flat: list[tuple[Example, Any]], texts: list[str],
            state: TrainerState) -> list[float]:
     examples = [ex for ex, _ in flat]
-    prompts, completions = trl_inputs(examples, [s.text for _, s in flat])
+    prompts, completions = trl_inputs(examples, texts)
     ids = [s.completion_ids.tolist() for _, s in flat]
     scores = scorer(prompts=prompts, completions=completions, completion_ids=ids, **_columns(examples),
                     trainer_state=state)
@@ -209,16 +209,16 @@ def evaluate(model, encoder: PromptEncoder, examples: Sequence[Example], params:
     groups = generate(model, encoder, [encoder.encode(ex) for ex in examples], num_samples, params)
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
     state = state or TrainerState()
-    scores = _score(scorer, flat, state)
-    texts = [s.text for _, s in flat]
+    texts = [scored_text(encoder.response_prefix, s.text) for _, s in flat]  # what is scored
+    scores = _score(scorer, flat, texts, state)
     boxed = boxed_format([ex.question for ex, _ in flat], texts, answer=[ex.answer for ex, _ in flat])
     prompts, completions = trl_inputs([ex for ex, _ in flat], texts)
     out = None if rewards is None else rewards(
         prompts, completions, _columns([ex for ex, _ in flat]), completion_lengths=[s.length for _, s in flat],
         completion_ids=[s.completion_ids.tolist() for _, s in flat], trainer_state=state)
     records = [{"index": ex.index, "sample": i % num_samples, "group": ex.group, "question": ex.question,
-                "answer": ex.answer, "completion": s.text, "score": score, "correct": score >= correct_at,
-                "answer_key": answer_key(s.text), "boxed": boxed[i], "truncated": s.truncated, "length": s.length,
+                "answer": ex.answer, "completion": texts[i], "score": score, "correct": score >= correct_at,
+                "answer_key": answer_key(texts[i]), "boxed": boxed[i], "truncated": s.truncated, "length": s.length,
                 "reward": out.total[i] if out else None,
                 "rewards": {k: v[i] for k, v in out.per_function.items()} if out else {}}
                for i, ((ex, s), score) in enumerate(zip(flat, scores, strict=True))]
@@ -369,7 +369,8 @@ def run_evaluation(cfg: Config, console: Console, inputs: Any = None,
     rewards = inputs.rewards if inputs is not None and inputs.rewards is not None else RewardSet.from_config(cfg.reward)
     load_scorer(cfg)  # a bad eval.scorer fails before the model loads
     model, tokenizer = _eval_model(cfg, inputs)
-    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
+    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template,
+                           cfg.data.response_prefix)
     if torch.cuda.is_available():
         model = model.to("cuda")
     torch.manual_seed(cfg.train.seed)

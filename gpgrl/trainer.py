@@ -44,7 +44,7 @@ from gpgrl.checkpoint import (
     staging_dir,
 )
 from gpgrl.config import Config, ConfigError, to_dict, to_yaml
-from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns
+from gpgrl.data import Example, PromptQueue, derive_seed, load_splits, reward_columns, scored_text
 from gpgrl.evaluation import blank_path, evaluate_and_write
 from gpgrl.metrics import MetricsWriter, ProgressBar
 from gpgrl.models import (
@@ -227,7 +227,8 @@ def setup(cfg: Config, console: Console, inputs: RunInputs | None = None) -> Run
     reward_set = inputs.rewards or RewardSet.from_config(cfg.reward)
     with accelerator.main_process_first():  # the main process builds any cached built-in model first
         model, tokenizer, reference = load_models(cfg, algo, inputs)
-    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template)
+    encoder = make_encoder(tokenizer, model, cfg.data.system_prompt, cfg.data.prompt_template,
+                           cfg.data.response_prefix)
     check_images(train_examples + eval_examples, encoder, cfg)
     eos_ids = eos_token_ids(model, encoder.tokenizer)
     plain = model
@@ -292,7 +293,8 @@ def score_groups(run: Run, examples: Sequence[Example], groups: list[list[Sample
     """Score every completion with the reward set (TRL's calling convention); one `Group` per prompt."""
     g = run.cfg.rollout.generations_per_prompt
     flat = [(ex, s) for ex, group in zip(examples, groups, strict=True) for s in group]
-    prompts, completions = trl_inputs([ex for ex, _ in flat], [s.text for _, s in flat])
+    texts = [scored_text(run.encoder.response_prefix, s.text) for _, s in flat]
+    prompts, completions = trl_inputs([ex for ex, _ in flat], texts)
     state = TrainerState(global_step=step - 1, max_steps=run.cfg.train.max_steps, epoch=float(run.queue.epoch))
     out = run.rewards(prompts, completions, reward_columns(examples, g), completion_lengths=[s.length for _, s in flat],
                       completion_ids=[s.completion_ids.tolist() for _, s in flat], trainer_state=state)
@@ -563,13 +565,15 @@ def peak_memory_mib() -> float:
     return float("nan")
 
 
-def write_samples(path: Path, step: int, groups: Sequence[Group], k: int) -> None:
-    """Append the first `k` completions of the step (with rewards) to completions.jsonl."""
+def write_samples(path: Path, step: int, groups: Sequence[Group], k: int, response_prefix: str = "") -> None:
+    """Append the first `k` completions of the step (with rewards) to completions.jsonl, as they were scored
+    (after data.response_prefix)."""
     rows = [(j, g, i) for j, g in enumerate(groups) for i in range(len(g.samples))][:k]
     with path.open("a", encoding="utf-8") as fh:
         for j, g, i in rows:
             fh.write(json.dumps({"step": step, "group": j, "question": g.example.question, "answer": g.example.answer,
-                                 "completion": g.samples[i].text, "reward": float(g.rewards[i]),
+                                 "completion": scored_text(response_prefix, g.samples[i].text),
+                                 "reward": float(g.rewards[i]),
                                  **{f"reward/{n}": v[i] for n, v in g.per_function.items()}}) + "\n")
 
 
@@ -801,7 +805,8 @@ def run_one_step(run: Run, loop: LoopState, step: int, writer: MetricsWriter | N
     bad = 0 if m["finite"] else loop.bad_steps_in_a_row + 1
     if writer is not None:
         writer.log(m)
-        write_samples(run.output_dir / "completions.jsonl", step, groups, run.cfg.logging.sample_completions)
+        write_samples(run.output_dir / "completions.jsonl", step, groups, run.cfg.logging.sample_completions,
+                      run.cfg.data.response_prefix)
     bar.update(m)
     done = LoopState(step, _file_size(run.output_dir / "metrics.jsonl"),
                      _file_size(run.output_dir / "completions.jsonl"), bad)

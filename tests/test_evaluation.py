@@ -82,6 +82,9 @@ EXAMPLES = [Example(q, gold, {"task": "t"}, i, group) for i, ((q, (gold, _)), gr
 class ScriptEncoder:
     """Encodes an example as the text the scripted generate answers."""
 
+    def __init__(self, response_prefix=""):
+        self.response_prefix = response_prefix
+
     def encode(self, example):
         return f"P:{example.question}"
 
@@ -154,6 +157,17 @@ def test_evaluate_keeps_the_trainers_call(scripted):
     assert result.accuracy == pytest.approx(2 / 3) and result.n == 3  # q0 and q1 are right at sample 0
     assert result.summary().keys() >= {"accuracy", "n", "boxed_rate", "pass@1"}
     assert "maj@1" not in result.summary() and result.records[0]["rewards"] == {}
+
+
+def test_evaluate_scores_the_response_prefix_with_the_completion(scripted):
+    """data.response_prefix: 'x' after 'The final answer is \\boxed{5}? No: ' is still wrong, and a bare
+    continuation of an anchoring prefix is scored as the reader sees it."""
+    plain = evaluate(None, ScriptEncoder(), EXAMPLES[2:], SamplingParams(16, 1.0), num_samples=4)
+    prefixed = evaluate(None, ScriptEncoder(r"\boxed{5} or "), EXAMPLES[2:], SamplingParams(16, 1.0), num_samples=4)
+    assert plain.accuracy == 0.0 and prefixed.accuracy == 1.0  # q2's completions x, y, z, w now follow a box of 5
+    assert [r["completion"] for r in prefixed.records] == [r"\boxed{5} or x", r"\boxed{5} or y", r"\boxed{5} or z",
+                                                           r"\boxed{5} or w"]
+    assert prefixed.records[0]["answer_key"] == "5" and prefixed.boxed_rate == 1.0
 
 
 def test_evaluate_edge_cases(scripted):

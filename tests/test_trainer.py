@@ -99,6 +99,18 @@ def test_micro_batch_alpha_is_counted_per_window_of_groups(tmp_path):
         assert m["alpha"] == pytest.approx(sum(alphas) / len(alphas) if alphas else 0.0)
 
 
+def test_response_prefix_is_prompted_and_scored(tmp_path):
+    """data.response_prefix "A7": every scored reply then holds a digit, so has_digit makes every group
+    degenerate (no update), and completions.jsonl shows the replies as scored."""
+    out = _train(tmp_path, "train.max_steps=1", "data.response_prefix=A7", f"reward.functions={REWARDS}:has_digit",
+                 "reward.weights=[1.0]", "logging.sample_completions=100", "rollout.max_rounds=1",
+                 "eval.before=false", "eval.after=false")
+    rows = _records(out / "completions.jsonl")
+    assert rows and all(r["completion"].startswith("A7") and r["reward"] == 1.0 for r in rows)
+    (m,) = _records(out / "metrics.jsonl")
+    assert m["has_signal"] == 0 and m["valid_group_fraction"] == 0.0
+
+
 def test_homogeneous_rewards_resample_then_skip(tmp_path):
     out = _train(tmp_path, "train.max_steps=2", f"reward.functions={REWARDS}:constant", "reward.weights=[1.0]",
                  "rollout.max_rounds=3", "eval.before=false", "eval.after=false")

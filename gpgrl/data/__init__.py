@@ -11,7 +11,7 @@ from gpgrl.data.examples import (
     normalise_question,
     reward_columns,
 )
-from gpgrl.data.prompts import render_prompt
+from gpgrl.data.prompts import render_prompt, scored_text
 
 __all__ = ["Example", "PromptQueue", "dataset_examples", "derive_seed", "given_splits", "load_splits",
-           "normalise_question", "render_prompt", "reward_columns"]
+           "normalise_question", "render_prompt", "reward_columns", "scored_text"]

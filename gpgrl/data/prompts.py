@@ -117,7 +117,7 @@ def _system_into_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def render_prompt(tokenizer: Any, example: Any, system_prompt: str, template: str = "{question}",
-                  with_images: bool = False) -> str:
+                  with_images: bool = False, response_prefix: str = "") -> str:
     """The prompt text for `example`: chat template with an optional system message and the generation prompt.
 
     The user message is `template` with `{question}` replaced by the question (plain replacement, so LaTeX
@@ -126,11 +126,26 @@ def render_prompt(tokenizer: Any, example: Any, system_prompt: str, template: st
     `system_prompt` adds no system message. If the template rejects the system role (it raises a template error,
     as Gemma-style templates do), the system message is prepended to the first user message instead, separated
     by a blank line. `tokenizer` may be a processor (with `with_images`: image blocks, see `chat_messages`).
+    `response_prefix` (data.response_prefix) is appended after the generation prompt: the assistant's reply
+    starts with it, and the model generates the rest (see `scored_text`).
     """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the tokenizer has no chat template: use an instruct/chat model for model.name "
                          "or set tokenizer.chat_template")
-    messages = chat_messages(example, system_prompt, template, with_images)
+    return _rendered(tokenizer, chat_messages(example, system_prompt, template, with_images)) + response_prefix
+
+
+def scored_text(response_prefix: str, completion: str) -> str:
+    """What rewards and evaluation score: the reply as the model's reader sees it, the fixed prefix
+    (data.response_prefix, part of the prompt, never sampled or trained on) followed by the generated text.
+
+    >>> scored_text("The final answer is", " 75.")
+    'The final answer is 75.'
+    """
+    return response_prefix + completion
+
+
+def _rendered(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
     if messages[0]["role"] != "system":
         return _apply(tokenizer, messages)
     try:

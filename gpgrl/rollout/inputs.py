@@ -157,8 +157,9 @@ class TextEncoder:
 
     accepts_images = False
 
-    def __init__(self, tokenizer: Any, system_prompt: str, template: str) -> None:
+    def __init__(self, tokenizer: Any, system_prompt: str, template: str, response_prefix: str = "") -> None:
         self.tokenizer, self.system_prompt, self.template = tokenizer, system_prompt, template
+        self.response_prefix = response_prefix
         self.suppressed_ids: tuple[int, ...] = ()
 
     @property
@@ -166,7 +167,8 @@ class TextEncoder:
         return int(self.tokenizer.pad_token_id)
 
     def render(self, example: Any) -> str:
-        return render_prompt(self.tokenizer, example, self.system_prompt, self.template)
+        return render_prompt(self.tokenizer, example, self.system_prompt, self.template,
+                             response_prefix=self.response_prefix)
 
     def encode_text(self, text: str) -> PromptInputs:
         return PromptInputs(torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long))
@@ -210,8 +212,10 @@ class VisionEncoder:
 
     accepts_images = True
 
-    def __init__(self, processor: Any, model_config: Any, system_prompt: str, template: str) -> None:
+    def __init__(self, processor: Any, model_config: Any, system_prompt: str, template: str,
+                 response_prefix: str = "") -> None:
         self.processor, self.system_prompt, self.template = processor, system_prompt, template
+        self.response_prefix = response_prefix
         self.tokenizer = processor.tokenizer
         self.model_type = model_config.model_type
         self.suppressed_ids = suppressed_token_ids(model_config, processor)
@@ -221,7 +225,8 @@ class VisionEncoder:
         return int(self.tokenizer.pad_token_id)
 
     def render(self, example: Any) -> str:
-        return render_prompt(self.processor, example, self.system_prompt, self.template, with_images=True)
+        return render_prompt(self.processor, example, self.system_prompt, self.template, with_images=True,
+                             response_prefix=self.response_prefix)
 
     def encode(self, example: Any) -> PromptInputs:
         images = [image.load() for image in example.images]
@@ -255,9 +260,10 @@ class VisionEncoder:
 PromptEncoder = TextEncoder | VisionEncoder
 
 
-def make_encoder(processing: Any, model: Any, system_prompt: str, template: str) -> PromptEncoder:
+def make_encoder(processing: Any, model: Any, system_prompt: str, template: str,
+                 response_prefix: str = "") -> PromptEncoder:
     """The encoder of a run: a processor (it has an image processor) means a vision-language model."""
     if getattr(processing, "image_processor", None) is not None:
         base = model.get_base_model() if hasattr(model, "get_base_model") else getattr(model, "module", model)
-        return VisionEncoder(processing, base.config, system_prompt, template)
-    return TextEncoder(processing, system_prompt, template)
+        return VisionEncoder(processing, base.config, system_prompt, template, response_prefix)
+    return TextEncoder(processing, system_prompt, template, response_prefix)

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 from gpgrl.config import ConfigError, DataConfig
 from gpgrl.data import Example, PromptQueue, load_splits, normalise_question, render_prompt, reward_columns
+from gpgrl.data.prompts import scored_text
 
 # fixed task kwargs (not the config defaults, which are tuned for the demo), so the pinned items below hold
 SMALL = DataConfig(train_size=200, eval_size=50, seed=1234,
@@ -148,6 +149,12 @@ def test_render_prompt_with_system_message():
 def test_render_prompt_without_system_message():
     text = render_prompt(tiny_tokenizer(CHATML), Example("Calculate 1 + 2.", "3"), "")
     assert text == "<|user|>Calculate 1 + 2.\n<|assistant|>"
+
+
+def test_render_prompt_appends_the_response_prefix_after_the_generation_prompt():
+    text = render_prompt(tiny_tokenizer(CHATML), Example("Calculate 1 + 2.", "3"), "", response_prefix="The answer is")
+    assert text == "<|user|>Calculate 1 + 2.\n<|assistant|>The answer is"
+    assert scored_text("The answer is", " 3.") == "The answer is 3."
 
 
 def test_render_prompt_falls_back_when_the_template_rejects_system():

@@ -44,6 +44,7 @@ SETTINGS = {
     "b_microbatch_adamw_noclip": (MICRO, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
     "b_mixed_adamw_clip1": (MICRO_MIXED, ["optim.optimizer=adamw", "optim.max_grad_norm=1.0"]),
     "b_mixed_adamw_noclip": (MICRO_MIXED, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
+    "b_mixed_sgd_noclip": (MICRO_MIXED, ["optim.optimizer=sgd", "optim.max_grad_norm=0"]),
     "c_adamw_noclip": (GLOBAL, ["optim.optimizer=adamw", "optim.max_grad_norm=0"]),
     "d_sgd_noclip": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=0"]),
     "d_sgd_clip1": (GLOBAL, ["optim.optimizer=sgd", "optim.max_grad_norm=1.0"]),

@@ -128,7 +128,8 @@ class DataConfig:
     response_prefix: str = ""
     """Text the assistant's reply starts with, appended after the chat template's generation prompt (e.g. 'The
     final answer is'); the model generates the rest. Rewards, evaluation and completions.jsonl see prefix +
-    generated text; log-probs and the loss cover the generated tokens only (the prefix is part of the prompt)."""
+    generated text; log-probs and the loss cover the generated tokens only (the prefix is part of the prompt).
+    rollout.stop_after_answer looks at the generated text only (a box opened in the prefix does not end it)."""
     source: str = "auto"
     """Where prompts come from: reasoning_gym | file (data.path is a .jsonl, .json, .parquet or .csv file) | hf
     (data.path is a Hugging Face hub id or a local dataset directory) | champ (the bundled CHAMP competition-math

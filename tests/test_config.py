@@ -134,3 +134,13 @@ def test_none_is_a_value_of_string_overrides_and_unsets_numbers():
                                   "algorithm.beta_th=none"])
     assert cfg.algorithm.overrides() == {"alpha": "none", "f_norm": "none"}  # α = 1, not the preset's samples
     assert build_config(overrides=["algorithm.alpha=null"]).algorithm.overrides() == {}
+
+
+def test_powered_comparison_recipe_meets_the_issue_15_design():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "compare" / "powered_arithmetic.yaml"
+    cfg = load_config(recipe)
+    assert cfg.reward.functions == ("accuracy",) and cfg.reward.weights == (1.0,)  # the accuracy reward alone
+    assert cfg.train.max_steps >= 30 and cfg.data.eval_size >= 300
+    assert "{question}" in cfg.data.prompt_template and "boxed" not in cfg.data.prompt_template

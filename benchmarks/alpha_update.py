@@ -2,11 +2,12 @@
 
 A counterfactual on the same state: train `gpg-alpha` for K steps (checkpoint every step), then run step K+1 twice
 from checkpoint K, once as `gpg-alpha` and once as `gpg-no-alpha` (settings b: `gpg-ref-microbatch` with
-algorithm.alpha samples / none). Both resumes restore the same weights,
-optimizer moments, data queue and RNG, so they draw the same samples, rewards and advantages; the two updates of
-step K+1 differ only by α. Reported per setting: α of that step, the pre-clip gradient norm and whether clipping
-bound it, and the update with α against the update without it (norm ratio, cosine, relative difference). Step K+1
-is the first step after --steps at which the history has α ≠ 1 (some groups degenerate, some informative).
+algorithm.alpha samples for the history and the first branch, none for the second). Both resumes restore the
+same weights, optimizer moments, data queue and RNG, so they draw the same samples, rewards and advantages; the
+two updates of step K+1 differ only by α. Reported per setting: α of that step, the pre-clip gradient norm and
+whether clipping bound it, and the update with α against the update without it (norm ratio, cosine, relative
+difference). Step K+1 is the first step after --steps at which the history has α ≠ 1 (some groups degenerate,
+some informative).
 
 Settings: (a) AdamW + clipping at 1.0 (gpgrl's default), (b) the reference code's per-micro-batch token mean with a
 per-micro-step α (`gpg-ref-microbatch`: micro-batches of 1 group, α per 2 groups), with and without clipping,
@@ -74,8 +75,9 @@ def last_metrics(run: Path) -> dict:
 
 def first_informative_step(run: Path, after: int, kind: str = "any") -> int:
     """The first step after `after` of the history run whose α is not 1 (it has degenerate and informative
-    groups): there α and no α give different losses. kind "mixed": α not an integer, i.e. (for two α windows of
-    two groups) one window with α = 2 and one with α = 1, where α changes the update's direction."""
+    groups): there α and no α give different losses. kind "mixed": α not an integer, i.e. (α windows of two
+    groups, each with α 1 or 2) windows with α = 2 and with α = 1 in one step, where α changes the update's
+    direction."""
     for line in (run / "metrics.jsonl").read_text().splitlines():
         m = json.loads(line)
         if m["step"] > after and m.get("has_signal") and m["alpha"] != 1.0 and (

@@ -90,7 +90,9 @@ def test_micro_batch_alpha_is_counted_per_window_of_groups(tmp_path):
     rewards = defaultdict(list)
     for row in _records(out / "completions.jsonl"):
         rewards[(row["step"], row["group"])].append(row["reward"])
-    for m in _records(out / "metrics.jsonl"):
+    metrics = _records(out / "metrics.jsonl")
+    assert any(m["alpha"] not in (0.0, 1.0, 2.0) for m in metrics), "no step with unequal window α: nothing tested"
+    for m in metrics:
         alphas = []
         for window in ((0, 1), (2, 3)):
             degenerate = sum(max(rewards[m["step"], g]) == min(rewards[m["step"], g]) for g in window)

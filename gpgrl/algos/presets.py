@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from gpgrl.algos.advantages import ADVANTAGES, ZEROES_DEGENERATE
-from gpgrl.algos.aggregation import AGGREGATIONS, Normaliser, sequence_weights
+from gpgrl.algos.aggregation import AGGREGATIONS
 from gpgrl.algos.alpha import ALPHAS, AlphaResult
 from gpgrl.algos.losses import LOSSES, k3_kl, masked_mean
 from gpgrl.algos.micro_steps import step_weights
@@ -125,10 +125,6 @@ class Algorithm:
             return result
         ungated = alpha_fn(num_samples, 0, total_tokens, total_tokens)
         return ungated._replace(valid_fraction=result.valid_fraction)
-
-    def sequence_weights(self, lengths: Tensor, group_ids: Tensor, norm: Normaliser) -> Tensor:
-        """Per-sequence aggregation coefficients [N] from GLOBAL counts (see gpgrl.algos.aggregation)."""
-        return sequence_weights(self.aggregation, lengths, group_ids, norm)  # [N]
 
     def step_weights(self, lengths: Tensor, group_ids: Tensor, degenerate: Tensor,
                      max_len: int) -> tuple[Tensor, AlphaResult]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gpgrl.algos.advantages import ZEROES_DEGENERATE, reinforce_pp
-from gpgrl.algos.aggregation import Normaliser, aggregate
+from gpgrl.algos.aggregation import Normaliser, aggregate, sequence_weights
 from gpgrl.algos.groups import group_stats
 from gpgrl.algos.presets import ALGORITHMS, Algorithm, presets_table, resolve_algorithm
 
@@ -52,7 +52,8 @@ def test_step_weights_of_whole_step_presets_are_alpha_times_aggregation():
         weights, alpha = algo.step_weights(lengths, group_ids, degenerate, T)
         expected = algo.alpha_factor(8, int(degenerate.sum()), norm.total_tokens, int(lengths[~degenerate].sum()))
         assert alpha == expected
-        torch.testing.assert_close(weights, algo.sequence_weights(lengths, group_ids, norm) * expected.alpha)
+        aggregated = sequence_weights(algo.aggregation, lengths, group_ids, norm)
+        torch.testing.assert_close(weights, aggregated * expected.alpha)
 
 
 # 4 groups of 2; group 2 = {1, 1} is degenerate

@@ -1,14 +1,23 @@
-"""Which of the GPG paper's Table-1 orderings hold in a `gpgrl compare` directory, seed by seed.
+"""Which of the GPG paper's orderings hold in `gpgrl compare` directories, seed by seed.
 
     .venv/bin/python benchmarks/paper_orderings.py runs/compare/basic_arithmetic [--metric accuracy_after]
+        [--with LABEL=DIR:ALGORITHM ...] [--all-pairs] [--power]
 
 The paper's claim is GRPO < GPG(F_norm=1, α=1) < GPG(F_norm=std, α=1) < GPG(α=B/(B−M)) < GPG(α, β_th=0.6), and
-GPG ahead of Dr.GRPO. Runs of one seed share the data order and the untrained model, so each ordering is judged
-on paired differences: the mean ± std over seeds of (better − worse), and on how many seeds it holds. With three
-seeds, "3 of 3" is the strongest statement the data allow (a sign test's one-sided p = 1/8), and a mean
-difference smaller than its standard deviation is not evidence either way. Each ordering also gets a bootstrap 95 %
-confidence interval of the mean paired difference (seeds resampled with replacement) and a verdict at this power:
-holds (the interval is above 0), reversed (below 0) or undecided.
+GPG ahead of Dr.GRPO; its Table 11 (F_norm=std, α=1) orders the group sizes G = 2 < 4 < 8. Runs of one seed share
+the data order and the untrained model, so each ordering is judged on paired differences: the mean ± std over
+seeds of (better − worse), and on how many seeds it holds. With three seeds, "3 of 3" is the strongest statement
+the data allow (a sign test's one-sided p = 1/8), and a mean difference smaller than its standard deviation is
+not evidence either way. Each ordering also gets a bootstrap 95 % confidence interval of the mean paired
+difference and a verdict at this power: holds (the interval is above 0), reversed (below 0) or undecided. For the
+held-out accuracy, when every run of the pair kept its per-item evaluation (eval_after_completions.jsonl), the
+bootstrap is two-level: seeds are resampled with replacement, then within each drawn seed the held-out items
+(the same items for both runs: paired), so the interval covers the training noise between seeds and the
+sampling noise of a finite held-out set. Otherwise (another metric, or no per-item files) only seeds are
+resampled; with few seeds that interval is too narrow (never wider than the range of the differences).
+
+`--with LABEL=DIR:ALGORITHM` adds the runs of ALGORITHM in another compare directory under the name LABEL (a
+different config: e.g. G = 2 as `gpg-std-G2`), `--all-pairs` judges every pair of rows, not only the paper's.
 
 `--power` prints, from the same paired differences, how many seeds a paired comparison needs to detect a given
 difference with 80 % power at a two-sided 5 % level (normal approximation: n = ((1.96 + 0.84) σ_d / Δ)²), and
@@ -24,7 +33,10 @@ import random
 import re
 import statistics
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ORDERINGS = [  # (expected better, expected worse, the paper's numbers)
     ("gpg-no-alpha", "grpo", "43.9 > 43.7"),
@@ -35,17 +47,81 @@ ORDERINGS = [  # (expected better, expected worse, the paper's numbers)
     ("gpg", "dr_grpo", "48.3 > 43.7"),
     ("gpg", "dapo", "not in Table 1"),
     ("gpg", "trl-grpo", "not in the paper (TRL's GRPO at the same budget)"),
+    ("gpg-std", "gpg-std-G2", "Table 11, G = 4 > 2: 43.3 > 41.9"),
+    ("gpg-std-G8", "gpg-std", "Table 11, G = 8 > 4: 45.3 > 43.3"),
+    ("gpg-ref-microbatch", "gpg-ref-microbatch-no-alpha", "no paper row (α under the reference's micro-batch loss)"),
 ]
 
+Runs = dict[str, dict[int, dict[str, Any]]]
+"""{row label: {seed: its comparison.json run record, plus `run_dir`}}."""
 
-def by_algorithm(compare_dir: Path, metric: str) -> dict[str, dict[int, float]]:
-    """{algorithm: {seed: metric}} over the finished runs of comparison.json."""
+
+@dataclass(frozen=True)
+class Source:
+    """The runs of `algorithm` in another compare directory, reported as `label`."""
+
+    label: str
+    compare_dir: Path
+    algorithm: str
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        label, sep, rest = text.partition("=")
+        directory, sep2, algorithm = rest.rpartition(":")
+        if not (sep and sep2 and label and directory and algorithm):
+            raise argparse.ArgumentTypeError(f"--with {text!r}: write LABEL=DIR:ALGORITHM, e.g. "
+                                             "gpg-std-G2=results/compare/powered_arithmetic_g2:gpg-std")
+        return cls(label, Path(directory), algorithm)
+
+
+def finished_runs(compare_dir: Path, algorithm: str | None = None) -> list[dict[str, Any]]:
+    """The finished runs of comparison.json (of one algorithm when given), each with its run directory."""
     runs = json.loads((compare_dir / "comparison.json").read_text())["runs"]
-    out: dict[str, dict[int, float]] = {}
-    for r in runs:
-        if r["status"] == "finished" and r.get(metric) is not None:
-            out.setdefault(r["algorithm"], {})[r["seed"]] = r[metric]
+    return [{**r, "run_dir": compare_dir / "runs" / r["algorithm"] / f"seed{r['seed']}"} for r in runs
+            if r["status"] == "finished" and algorithm in (None, r["algorithm"])]
+
+
+def load_runs(compare_dir: Path, extra: Sequence[Source] = ()) -> Runs:
+    """Every finished run of compare_dir under its algorithm's name, then each extra source under its label."""
+    out: Runs = {}
+    for r in finished_runs(compare_dir):
+        out.setdefault(r["algorithm"], {})[r["seed"]] = r
+    for source in extra:
+        for r in finished_runs(source.compare_dir, source.algorithm):
+            out.setdefault(source.label, {})[r["seed"]] = r
     return out
+
+
+def by_algorithm(runs: Runs, metric: str) -> dict[str, dict[int, float]]:
+    """{row: {seed: metric}} over the runs that report the metric."""
+    values = {name: {s: r[metric] for s, r in seeds.items() if r.get(metric) is not None}
+              for name, seeds in runs.items()}
+    return {name: v for name, v in values.items() if v}
+
+
+def item_scores(run_dir: Path) -> dict[int, float] | None:
+    """{held-out item index: fraction of its evaluation samples that were correct}; None without the file."""
+    path = run_dir / "eval_after_completions.jsonl"
+    if not path.exists():
+        return None
+    per_item: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            per_item.setdefault(record["index"], []).append(float(record["correct"]))
+    return {i: statistics.fmean(v) for i, v in per_item.items()}
+
+
+def paired_items(runs: Runs, better: str, worse: str, seeds: Sequence[int]) -> list[list[float]] | None:
+    """Per seed, the per-item differences (better − worse) on the same held-out items, sorted by item; None when a
+    run has no per-item file or the runs were not evaluated on the same items."""
+    diffs = []
+    for seed in seeds:
+        a, b = item_scores(runs[better][seed]["run_dir"]), item_scores(runs[worse][seed]["run_dir"])
+        if a is None or b is None or a.keys() != b.keys():
+            return None
+        diffs.append([a[i] - b[i] for i in sorted(a)])
+    return diffs if len({len(d) for d in diffs}) == 1 else None
 
 
 Z_POWER = 1.959964 + 0.841621  # two-sided 5 % level, 80 % power
@@ -58,6 +134,24 @@ def bootstrap_ci(diffs: list[float], resamples: int = 10_000, seed: int = 0) -> 
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
+def two_level_ci(item_diffs: list[list[float]], resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95 % interval of the mean paired difference: seeds resampled with replacement, then within each
+    drawn seed its held-out items (the same items for both runs). item_diffs: per seed, per item, better − worse."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    diffs = torch.tensor(item_diffs, dtype=torch.float64)  # [S, n]
+    n_seeds, n_items = diffs.shape
+    means = []
+    for done in range(0, resamples, 500):
+        r = min(500, resamples - done)
+        seed_draw = torch.randint(n_seeds, (r, n_seeds), generator=gen)  # [r, S]
+        item_draw = torch.randint(n_items, (r, n_seeds, n_items), generator=gen)  # [r, S, n]
+        means.append(diffs[seed_draw].gather(2, item_draw).mean(dim=(1, 2)))  # [r]
+    ordered = torch.cat(means).sort().values.tolist()
+    return ordered[int(0.025 * resamples)], ordered[int(0.975 * resamples) - 1]
+
+
 def verdict_at_power(low: float, high: float) -> str:
     return "holds" if low > 0 else "reversed" if high < 0 else "undecided"
 
@@ -67,7 +161,8 @@ def seeds_needed(sd: float, delta: float) -> int:
     return max(2, math.ceil((Z_POWER * sd / delta) ** 2))
 
 
-def ordering_row(values: dict[str, dict[int, float]], better: str, worse: str, paper: str) -> str | None:
+def ordering_row(runs: Runs, metric: str, better: str, worse: str, paper: str) -> str | None:
+    values = by_algorithm(runs, metric)
     if better not in values or worse not in values:
         return None
     seeds = sorted(set(values[better]) & set(values[worse]))
@@ -80,10 +175,22 @@ def ordering_row(values: dict[str, dict[int, float]], better: str, worse: str, p
     losses = len(diffs) - wins - ties
     verdict = ("holds on every seed" if wins == len(diffs) else "reversed on every seed" if losses == len(diffs)
                else "never reversed" if losses == 0 else "never holds" if wins == 0 else "mixed")
-    low, high = bootstrap_ci(diffs)
+    items = paired_items(runs, better, worse, seeds) if metric == "accuracy_after" else None
+    low, high = two_level_ci(items) if items else bootstrap_ci(diffs)
+    resampled = f"seeds × {len(items[0])} items" if items else "seeds"
     return (f"| {better} > {worse} | {paper} | {mean:+.3f} ± {std:.3f} | {wins}/{len(diffs)}"
-            f"{f' ({ties} tied)' if ties else ''} | {verdict} | [{low:+.3f}, {high:+.3f}] | "
+            f"{f' ({ties} tied)' if ties else ''} | {verdict} | [{low:+.3f}, {high:+.3f}] | {resampled} | "
             f"{verdict_at_power(low, high)} |")
+
+
+def orderings(values: dict[str, dict[int, float]], all_pairs: bool) -> list[tuple[str, str, str]]:
+    """The paper's orderings, then (all_pairs) every other pair of rows, the one with the higher mean first."""
+    chosen = list(ORDERINGS)
+    if all_pairs:
+        named = {(b, w) for b, w, _ in chosen} | {(w, b) for b, w, _ in chosen}
+        ranked = sorted(values, key=lambda name: -statistics.fmean(values[name].values()))
+        chosen += [(a, b, "–") for i, a in enumerate(ranked) for b in ranked[i + 1:] if (a, b) not in named]
+    return chosen
 
 
 def paired_sds(values: dict[str, dict[int, float]]) -> dict[str, float]:
@@ -123,19 +230,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("compare_dir", type=Path)
     parser.add_argument("--metric", default="accuracy_after", help="a per-run key of comparison.json")
+    parser.add_argument("--with", dest="extra", type=Source.parse, action="append", default=[],
+                        metavar="LABEL=DIR:ALGORITHM", help="the runs of ALGORITHM in compare directory DIR as LABEL")
+    parser.add_argument("--all-pairs", action="store_true", help="judge every pair of rows, not only the paper's")
     parser.add_argument("--power", action="store_true", help="the seeds needed to detect 0.05 and 0.10")
     args = parser.parse_args(argv)
-    values = by_algorithm(args.compare_dir, args.metric)
+    runs = load_runs(args.compare_dir, args.extra)
+    values = by_algorithm(runs, args.metric)
     if args.power:
         print(f"| ordering | paired std of {args.metric} | seeds for Δ = 0.05 | seeds for Δ = 0.10 | "
               "smallest Δ 5 seeds detect |")
         print("|---|---|---|---|---|")
         print("\n".join(power_rows(values)))
         return
-    print(f"| expected ordering | paper (Table 1 avg) | paired difference in {args.metric} (mean ± std over "
-          "seeds) | seeds where it holds | verdict | bootstrap 95 % CI | at this power |")
-    print("|---|---|---|---|---|---|---|")
-    rows = [ordering_row(values, b, w, p) for b, w, p in ORDERINGS]
+    print(f"| expected ordering | paper (avg) | paired difference in {args.metric} (mean ± std over seeds) | "
+          "seeds where it holds | verdict | bootstrap 95 % CI | resampled | at this power |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = [ordering_row(runs, args.metric, b, w, p) for b, w, p in orderings(values, args.all_pairs)]
     print("\n".join(r for r in rows if r))
     rates = placeholder_rates(args.compare_dir)
     if rates:

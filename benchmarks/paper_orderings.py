@@ -35,6 +35,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def by_algorithm(runs: Runs, metric: str) -> dict[str, dict[int, float]]:
     return {name: v for name, v in values.items() if v}
 
 
+@cache  # --all-pairs reads a run's file once per pair it is in
 def item_scores(run_dir: Path) -> dict[int, float] | None:
     """{held-out item index: fraction of its evaluation samples that were correct}; None without the file."""
     path = run_dir / "eval_after_completions.jsonl"

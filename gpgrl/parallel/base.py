@@ -44,6 +44,14 @@ class Strategy:
         self.accelerator, self.cfg = accelerator, cfg
         self.model: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self._plain: torch.nn.Module | None = None
+
+    def plain_model(self) -> torch.nn.Module:
+        """The model under accelerate's wrapper, looked up once: `unwrap_model` checks which packages are installed
+        on every call (~7 ms on this project's CPU, per sampling round)."""
+        if self._plain is None:
+            self._plain = self.accelerator.unwrap_model(self.model)
+        return self._plain
 
     # ------------------------------------------------------------ set-up
 
@@ -78,22 +86,22 @@ class Strategy:
     @contextlib.contextmanager
     def whole_model(self) -> Iterator[torch.nn.Module]:
         """The plain model with whole parameters, for generation and evaluation, for the whole block."""
-        yield self.accelerator.unwrap_model(self.model)
+        yield self.plain_model()
 
     def final_model(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
         """The trained model as one plain module (main process; None elsewhere). `build` makes a fresh copy of the
         policy, which strategies that shard the parameters fill with the gathered weights."""
-        return self.accelerator.unwrap_model(self.model)
+        return self.plain_model()
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """The model's whole state dict on every process (what a rollout engine is given after each update)."""
-        return dict(self.accelerator.unwrap_model(self.model).state_dict())
+        return dict(self.plain_model().state_dict())
 
     # ------------------------------------------------------------ checkpoints
 
     def state_parts(self) -> dict[str, Any]:
         """The model's and the optimizer's state as checkpoint parts (complete on the main process)."""
-        return {"model": self.accelerator.unwrap_model(self.model).state_dict(),
+        return {"model": self.plain_model().state_dict(),
                 "optimizer": self.optimizer.state_dict()}
 
     def write_shards(self, directory: Path) -> None:
@@ -101,5 +109,5 @@ class Strategy:
 
     def load_parts(self, parts: dict[str, Any], directory: Path) -> None:
         """Restore `state_parts` (and the shards in checkpoint `directory`) on every process."""
-        self.accelerator.unwrap_model(self.model).load_state_dict(parts["model"])
+        self.plain_model().load_state_dict(parts["model"])
         self.optimizer.load_state_dict(parts["optimizer"])

@@ -147,6 +147,27 @@ def test_shared_prefill_draws_the_same_samples_as_generate(tiny, temperature, to
     assert torch.equal(rng_plain, rng_shared), "both paths consume the global RNG identically"
 
 
+def test_the_decode_mask_is_prebuilt_only_where_it_equals_hfs(tiny):
+    from transformers import MistralConfig, Qwen2Config
+
+    from gpgrl.rollout.sampling import prebuilt_mask_applies
+
+    model, tok = tiny
+    _, prompts = encoded(tok, PROMPTS)
+    assert prebuilt_mask_applies(model, prompts)  # so the equality tests above ran the prebuilt mask
+    assert not prebuilt_mask_applies(model, [dataclasses.replace(prompts[0], vision=object())])
+
+    def fake(config, implementation="sdpa"):
+        config._attn_implementation = implementation
+        return type("Model", (), {"config": config})()
+
+    assert not prebuilt_mask_applies(fake(Qwen2Config(), "eager"), prompts)
+    assert not prebuilt_mask_applies(fake(Qwen2Config(layer_types=["full_attention", "sliding_attention"],
+                                                       num_hidden_layers=2, use_sliding_window=True)), prompts)
+    assert not prebuilt_mask_applies(fake(MistralConfig(sliding_window=16)), prompts)
+    assert prebuilt_mask_applies(fake(MistralConfig(sliding_window=None)), prompts)
+
+
 def test_shared_prefill_greedy_matches_generate(tiny):
     model, tok = tiny
     (plain, _), (shared, _) = sample_both(model, tok, SamplingParams(10, 0.0), 1)

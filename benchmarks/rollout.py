@@ -10,6 +10,11 @@ Variants, alternated in a rotating order within one process, each repeat with th
                       DynamicLayer, before the preallocated cache); not in the default list
   gpgrl_prefill_whole as gpgrl_prefill with every prompt prefilled whole (before the shared system-prompt
                       head, `gpgrl.rollout.prefill`); not in the default list
+  gpgrl_prefill_aten_draw  as gpgrl_prefill with the multinomial's exponential noise drawn by ATen's serial
+                      `exponential_` (the same numbers, before `exponential_noise`); not in the default list
+  gpgrl_prefill_untrimmed  as gpgrl_prefill_aten_draw, also decoding under no_grad instead of inference mode and
+                      with HF's 2-D mask, rebuilt in 4-D at every step (before the per-call trims of issue 13);
+                      not in the default list
 
 With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
 completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
@@ -38,7 +43,8 @@ from _common import default_prompts, machine, median, write_json  # noqa: E402
 from roofline import decode_step, forward_flops, limits, roofline_seconds, weight_count  # noqa: E402
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
-EXTRA_VARIANTS = ("gpgrl_prefill_grown", "gpgrl_prefill_whole")
+EXTRA_VARIANTS = ("gpgrl_prefill_grown", "gpgrl_prefill_whole", "gpgrl_prefill_aten_draw",
+                  "gpgrl_prefill_untrimmed")
 
 
 def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
@@ -58,20 +64,29 @@ def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) 
 @contextmanager
 def without(features: tuple[str, ...]) -> Iterator[None]:
     """The shared-prefill sampler without some of its later optimisations, to measure each one:
-    `reserved_cache` (the KV cache then grows by concatenation at every decode step, HF's DynamicLayer) and
-    `shared_head` (every prompt then prefilled whole, its system-prompt head included)."""
+    `reserved_cache` (the KV cache then grows by concatenation at every decode step, HF's DynamicLayer),
+    `shared_head` (every prompt then prefilled whole, its system-prompt head included), `fast_draw` (ATen's
+    serial exponential_ instead), `inference_mode` (no_grad instead) and `prebuilt_mask` (HF's own per step)."""
     import gpgrl.rollout.prefill as prefill
     import gpgrl.rollout.sampling as sampling
 
-    saved = sampling.expand_cache, prefill.MIN_SHARED_HEAD
+    saved = (sampling.expand_cache, prefill.MIN_SHARED_HEAD, sampling.exponential_noise, sampling.DECODE_MODE,
+             sampling.prebuilt_mask_applies)
     if "reserved_cache" in features:
         sampling.expand_cache = lambda cache, n, reserve: cache.batch_repeat_interleave(n)
     if "shared_head" in features:
         prefill.MIN_SHARED_HEAD = 1 << 30
+    if "fast_draw" in features:
+        sampling.exponential_noise = lambda rows, vocab, like: like.new_empty(rows, vocab).exponential_()
+    if "inference_mode" in features:
+        sampling.DECODE_MODE = torch.no_grad
+    if "prebuilt_mask" in features:
+        sampling.prebuilt_mask_applies = lambda model, prompts: False
     try:
         yield
     finally:
-        sampling.expand_cache, prefill.MIN_SHARED_HEAD = saved
+        (sampling.expand_cache, prefill.MIN_SHARED_HEAD, sampling.exponential_noise, sampling.DECODE_MODE,
+         sampling.prebuilt_mask_applies) = saved
 
 
 def gpgrl_generate(shared: bool, bf16: bool, off: tuple[str, ...] = ()) -> Callable[..., int]:
@@ -92,7 +107,9 @@ def gpgrl_generate(shared: bool, bf16: bool, off: tuple[str, ...] = ()) -> Calla
 RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
            "gpgrl_prefill": gpgrl_generate(True, False), "gpgrl_prefill_bf16": gpgrl_generate(True, True),
            "gpgrl_prefill_grown": gpgrl_generate(True, False, ("reserved_cache",)),
-           "gpgrl_prefill_whole": gpgrl_generate(True, False, ("shared_head",))}
+           "gpgrl_prefill_whole": gpgrl_generate(True, False, ("shared_head",)),
+           "gpgrl_prefill_aten_draw": gpgrl_generate(True, False, ("fast_draw",)),
+           "gpgrl_prefill_untrimmed": gpgrl_generate(True, False, ("fast_draw", "inference_mode", "prebuilt_mask"))}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

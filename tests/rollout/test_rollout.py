@@ -145,6 +145,8 @@ def test_shared_prefill_draws_the_same_samples_as_generate(tiny, temperature, to
     assert len(set(lengths)) > 2 and any(s.truncated for g in plain for s in g), lengths  # EOS and truncation
     assert_same_groups(plain, shared)
     assert torch.equal(rng_plain, rng_shared), "both paths consume the global RNG identically"
+    # decoded in inference mode, handed out as ordinary tensors (training may save them for backward)
+    assert not any(s.completion_ids.is_inference() or s.prompt_ids.is_inference() for g in shared for s in g)
 
 
 def test_the_decode_mask_is_prebuilt_only_where_it_equals_hfs(tiny):
@@ -340,6 +342,19 @@ def test_multinomial_rows_is_torch_multinomial_on_the_full_batch():
     with pytest.raises(RuntimeError, match="NaN"):
         multinomial_rows(torch.full((2, 3), float("nan")), torch.arange(2), 2)
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_cpu_exponential_noise_is_atens_bit_for_bit(dtype):
+    from gpgrl.rollout.sampling import exponential_noise
+
+    torch.manual_seed(11)
+    want = torch.empty(700, 1500, dtype=dtype).exponential_()  # 1M draws
+    after_want = torch.rand(3)
+    torch.manual_seed(11)
+    got = exponential_noise(700, 1500, torch.empty(1, dtype=dtype))
+    assert got.dtype == dtype and torch.equal(got, want)
+    assert torch.equal(torch.rand(3), after_want)
 
 HEAD = "You are a careful assistant. Think step by step, then put the final answer in a box at the very end. "
 

@@ -153,17 +153,17 @@ def main(argv: list[str] | None = None) -> None:
             if r:
                 times[v].append(elapsed)
                 tokens[v].append(n)
-            print(f"  {'warm-up' if not r else f'repeat {r}':<9} {v:<19} {elapsed:7.2f} s  {n:5d} tokens", flush=True)
+            print(f"  {'warm-up' if not r else f'repeat {r}':<9} {v:<24} {elapsed:7.2f} s  {n:5d} tokens", flush=True)
     summary = {v: {"time_s": median(times[v]), "tokens": median(tokens[v]),
                    "tokens_per_s": median([n / t for n, t in zip(tokens[v], times[v], strict=True)])}
                for v in variants}
     base = summary.get("hf_generate", {}).get("time_s")
     env["loadavg_end"] = list(os.getloadavg())
-    print(f"\n{'variant':<19} {'time s':>8} {'tokens':>7} {'tok/s':>8} {'vs hf':>6}")
+    print(f"\n{'variant':<24} {'time s':>8} {'tokens':>7} {'tok/s':>8} {'vs hf':>6}")
     for v, row in summary.items():
-        row["ratio_vs_hf_generate"] = row["time_s"] / base if base else float("nan")
-        print(f"{v:<19} {row['time_s']:8.2f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} "
-              f"{row['ratio_vs_hf_generate']:6.2f}")
+        row["ratio_vs_hf_generate"] = row["time_s"] / base if base else None  # None: hf_generate was not run
+        ratio = "–" if row["ratio_vs_hf_generate"] is None else f"{row['ratio_vs_hf_generate']:.2f}"
+        print(f"{v:<24} {row['time_s']:8.2f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} {ratio:>6}")
     roof = roofline(model, tokenizer, prompts[args.repeats * args.prompts:], args, summary)
     write_json(args.out, {"args": vars(args), "machine": env, "summary": summary, "times": times, "tokens": tokens,
                           "roofline": roof})

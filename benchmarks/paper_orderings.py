@@ -9,7 +9,10 @@ the data order and the untrained model, so each ordering is judged on paired dif
 seeds of (better − worse), and on how many seeds it holds. With three seeds, "3 of 3" is the strongest statement
 the data allow (a sign test's one-sided p = 1/8), and a mean difference smaller than its standard deviation is
 not evidence either way. Each ordering also gets a bootstrap 95 % confidence interval of the mean paired
-difference and a verdict at this power: holds (the interval is above 0), reversed (below 0) or undecided. For the
+difference and a verdict at this power: holds (the interval is above 0), reversed (below 0) or undecided, given
+only from `--min-seeds` seeds on (default 5, the powered design's minimum): below it the verdict reads "too few
+seeds", since with one seed the interval holds no training noise at all, only the held-out items', and with two
+to four the percentile bootstrap over seeds is too narrow to trust. For the
 held-out accuracy, when every run of the pair kept its per-item evaluation (eval_after_completions.jsonl), the
 bootstrap is two-level: seeds are resampled with replacement, then within each drawn seed the held-out items
 (the same items for both runs: paired), so the interval covers the training noise between seeds and the
@@ -154,7 +157,9 @@ def two_level_ci(item_diffs: list[list[float]], resamples: int = 10_000, seed: i
     return ordered[int(0.025 * resamples)], ordered[int(0.975 * resamples) - 1]
 
 
-def verdict_at_power(low: float, high: float) -> str:
+def verdict_at_power(low: float, high: float, seeds: int, min_seeds: int) -> str:
+    if seeds < min_seeds:
+        return f"too few seeds ({seeds} < {min_seeds})"
     return "holds" if low > 0 else "reversed" if high < 0 else "undecided"
 
 
@@ -163,7 +168,7 @@ def seeds_needed(sd: float, delta: float) -> int:
     return max(2, math.ceil((Z_POWER * sd / delta) ** 2))
 
 
-def ordering_row(runs: Runs, metric: str, better: str, worse: str, paper: str) -> str | None:
+def ordering_row(runs: Runs, metric: str, better: str, worse: str, paper: str, min_seeds: int) -> str | None:
     values = by_algorithm(runs, metric)
     if better not in values or worse not in values:
         return None
@@ -182,7 +187,7 @@ def ordering_row(runs: Runs, metric: str, better: str, worse: str, paper: str) -
     resampled = f"seeds × {len(items[0])} items" if items else "seeds"
     return (f"| {better} > {worse} | {paper} | {mean:+.3f} ± {std:.3f} | {wins}/{len(diffs)}"
             f"{f' ({ties} tied)' if ties else ''} | {verdict} | [{low:+.3f}, {high:+.3f}] | {resampled} | "
-            f"{verdict_at_power(low, high)} |")
+            f"{verdict_at_power(low, high, len(diffs), min_seeds)} |")
 
 
 def orderings(values: dict[str, dict[int, float]], all_pairs: bool) -> list[tuple[str, str, str]]:
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="LABEL=DIR:ALGORITHM", help="the runs of ALGORITHM in compare directory DIR as LABEL")
     parser.add_argument("--all-pairs", action="store_true", help="judge every pair of rows, not only the paper's")
     parser.add_argument("--power", action="store_true", help="the seeds needed to detect 0.05 and 0.10")
+    parser.add_argument("--min-seeds", type=int, default=5,
+                        help="the fewest common seeds an ordering needs for a verdict at this power")
     args = parser.parse_args(argv)
     runs = load_runs(args.compare_dir, args.extra)
     values = by_algorithm(runs, args.metric)
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| expected ordering | paper (avg) | paired difference in {args.metric} (mean ± std over seeds) | "
           "seeds where it holds | verdict | bootstrap 95 % CI | resampled | at this power |")
     print("|---|---|---|---|---|---|---|---|")
-    rows = [ordering_row(runs, args.metric, b, w, p) for b, w, p in orderings(values, args.all_pairs)]
+    rows = [ordering_row(runs, args.metric, b, w, p, args.min_seeds) for b, w, p in orderings(values, args.all_pairs)]
     print("\n".join(r for r in rows if r))
     rates = placeholder_rates(args.compare_dir)
     if rates:

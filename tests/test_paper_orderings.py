@@ -16,7 +16,7 @@ def test_paired_differences_and_verdicts(tmp_path, capsys):
             for a, vs in acc.items() for s, v in enumerate(vs)]
     runs.append({"algorithm": "gpg-alpha", "seed": 0, "status": "diverged"})
     (tmp_path / "comparison.json").write_text(json.dumps({"runs": runs}))
-    paper_orderings.main([str(tmp_path)])
+    paper_orderings.main([str(tmp_path), "--min-seeds", "3"])
     out = capsys.readouterr().out
     # no-alpha − grpo per seed: +0.1, −0.1, +0.2 → mean 0.0667, stdev 0.1528, holds on 2 of 3
     assert "| gpg-no-alpha > grpo | 43.9 > 43.7 | +0.067 ± 0.153 | 2/3 | mixed | [" in out
@@ -31,6 +31,10 @@ def test_paired_differences_and_verdicts(tmp_path, capsys):
     assert ("| gpg > dr_grpo | 48.3 > 43.7 | -0.033 ± 0.058 | 0/3 (2 tied) | never holds | [-0.100, +0.000] | "
             "seeds | undecided |") in out
     assert "> gpg-alpha" not in out and "| gpg-alpha >" not in out  # it has no finished run: no row
+    paper_orderings.main([str(tmp_path)])  # by default a verdict at this power needs 5 seeds
+    out = capsys.readouterr().out
+    assert ("| gpg-std > gpg-no-alpha | 45.3 > 43.9 | +0.133 ± 0.058 | 3/3 | holds on every seed | "
+            "[+0.100, +0.200] | seeds | too few seeds (3 < 5) |") in out
 
 
 def test_placeholder_rates(tmp_path):

@@ -2,6 +2,7 @@
 # The powered miniature of issue 15 (docs/results.md §3-4), every row, seed by seed, one job at a time:
 #
 #   bash benchmarks/powered_grid.sh [first_seed] [last_seed]      # default 0 4
+#   (after `make install`, and `.venv/bin/pip install -e '.[trl]'` for the TRL row)
 #
 # Each seed runs, in this order: the paper's Table-1 rows + Dr.GRPO + DAPO (`gpgrl compare`), TRL's GRPOTrainer,
 # gpg-std at G = 2 and G = 8 (the paper's Table 11 is F_norm = std, α = 1; G = 4 is the main grid's gpg-std), and
@@ -24,6 +25,11 @@ last=${2:-4}
 recipe=recipes/compare/powered_arithmetic.yaml
 main=results/compare/powered_arithmetic
 gpgrl=.venv/bin/gpgrl
+# checked first: the TRL row comes after each seed's own rows, and set -e would stop the grid there
+.venv/bin/python -c "import trl" 2>/dev/null || {
+  echo "powered_grid.sh: the trl-grpo row needs TRL, a benchmark-only extra: .venv/bin/pip install -e '.[trl]'" >&2
+  exit 1
+}
 # the extra tasks share the main grid's untrained-model evaluation (same model, same held-out split): not redone
 extra=(eval.before=false)
 

@@ -343,7 +343,6 @@ def test_multinomial_rows_is_torch_multinomial_on_the_full_batch():
         multinomial_rows(torch.full((2, 3), float("nan")), torch.arange(2), 2)
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_the_cpu_exponential_noise_is_atens_bit_for_bit(dtype):
     from gpgrl.rollout.sampling import exponential_noise
@@ -355,6 +354,7 @@ def test_the_cpu_exponential_noise_is_atens_bit_for_bit(dtype):
     got = exponential_noise(700, 1500, torch.empty(1, dtype=dtype))
     assert got.dtype == dtype and torch.equal(got, want)
     assert torch.equal(torch.rand(3), after_want)
+
 
 HEAD = "You are a careful assistant. Think step by step, then put the final answer in a box at the very end. "
 

@@ -47,10 +47,8 @@ class Strategy:
         self._plain: torch.nn.Module | None = None
 
     def plain_model(self) -> torch.nn.Module:
-        """The model under accelerate's wrapper, looked up once: `unwrap_model` checks which packages are installed
-        on every call (~7 ms on this project's CPU, per sampling round)."""
-        if self._plain is None:
-            self._plain = self.accelerator.unwrap_model(self.model)
+        """The model under accelerate's wrapper, unwrapped once in `prepare` (`unwrap_model` checks which packages
+        are installed on every call, each sampling round otherwise)."""
         return self._plain
 
     # ------------------------------------------------------------ set-up
@@ -59,6 +57,7 @@ class Strategy:
         """(the model to train, its optimizer, its lr scheduler)."""
         optimizer, scheduler = make_optimizer(model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self._plain = self.accelerator.unwrap_model(self.model)
         return self.model, self.optimizer, scheduler
 
     # ------------------------------------------------------------ one step

@@ -343,16 +343,16 @@ def test_multinomial_rows_is_torch_multinomial_on_the_full_batch():
         multinomial_rows(torch.full((2, 3), float("nan")), torch.arange(2), 2)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_the_cpu_exponential_noise_is_atens_bit_for_bit(dtype):
+def test_the_cpu_exponential_noise_is_atens_bit_for_bit():
+    """The vectorised draw (float32 on the CPU, what the sampler passes); other dtypes call exponential_ itself."""
     from gpgrl.rollout.sampling import exponential_noise
 
     torch.manual_seed(11)
-    want = torch.empty(700, 1500, dtype=dtype).exponential_()  # 1M draws
+    want = torch.empty(700, 1500).exponential_()  # 1M draws
     after_want = torch.rand(3)
     torch.manual_seed(11)
-    got = exponential_noise(700, 1500, torch.empty(1, dtype=dtype))
-    assert got.dtype == dtype and torch.equal(got, want)
+    got = exponential_noise(700, 1500, torch.empty(1))
+    assert got.dtype == torch.float32 and torch.equal(got, want)
     assert torch.equal(torch.rand(3), after_want)
 
 

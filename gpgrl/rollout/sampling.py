@@ -206,10 +206,11 @@ def multinomial_rows(probs: Tensor, active: Tensor, rows: int) -> Tensor:
 def exponential_noise(rows: int, vocab: int, like: Tensor) -> Tensor:
     """`like.new_empty(rows, vocab).exponential_()`: the same draws and the same RNG advance, faster for the
     sampler's float32 probabilities on the CPU. There ATen draws them one by one (a float64 uniform u from the
-    generator, then -log1p(-u), cast to float32), ~25 ns each, a tenth of a tiny model's decode step; the same
-    uniforms drawn at once and transformed vectorised cost 2.4x less. The vectorised log1p is within one float64
-    ulp of the scalar one, which the cast to float32 absorbs (0 differences in 5e7 draws; tested bit for bit
-    against exponential_ and torch.multinomial). Other dtypes and devices use exponential_ itself."""
+    generator, then -log1p(-u), cast to float32), ~24 ns each, ~7 % of a tiny model's sampling; the same uniforms
+    drawn at once and transformed vectorised cost 1.65x less (`benchmarks/exponential_draw.py`). The vectorised
+    log1p is within one float64 ulp of the scalar one, which the cast to float32 absorbs (0 differences in 5e7
+    draws; tested bit for bit against exponential_ and torch.multinomial). Other dtypes and devices use
+    exponential_ itself."""
     if like.device.type != "cpu" or like.dtype != torch.float32:
         return like.new_empty(rows, vocab).exponential_()  # [rows, V]
     u = torch.empty(rows, vocab, dtype=torch.float64).uniform_()  # [rows, V]
@@ -220,9 +221,9 @@ def prebuilt_mask_applies(model, prompts: Sequence[PromptInputs]) -> bool:
     """Whether the decode steps may pass their attention mask already in HF's 4-D form (key padding [N, 1, 1, L],
     True = attend): for SDPA attention over full-attention layers only, text prompts. A one-token query at the end
     of the cache sees every cached key its padding allows, so this is the mask HF's `create_causal_mask` builds
-    from the 2-D one at every step (or None when nothing is padded); building it costs ~1 ms per decode step on
-    this project's CPU, which is a sixth of a tiny model's decode step. Sliding-window or other attention kinds
-    keep HF's own mask."""
+    from the 2-D one at every step (or None when nothing is padded); building it costs ~0.7 ms per decode step on
+    this project's CPU, ~9 % of a tiny model's sampling (`benchmarks/profile_step.py`). Sliding-window or other
+    attention kinds keep HF's own mask."""
     config = getattr(model, "config", None)
     text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
     layer_types = getattr(text, "layer_types", None)  # absent (Llama): full attention unless a window is set

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from transformers.cache_utils import DynamicLayer
 
 from gpgrl.rollout.inputs import PromptInputs, model_positions, rope_start, vision_batch
 from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
@@ -136,11 +137,11 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
         out = model(**prompt, position_ids=pos[rows, :lp] if pos is not None else None, use_cache=True,
                     logits_to_keep=1)
         prompt_mask = prompt["attention_mask"]  # [U, Lp]
-    first = out.logits[owner]  # [B, 1, V]: predicts the first completion token
+    first = out.logits.index_select(0, owner)  # [B, 1, V]: predicts the first completion token
     if lc == 1:
         return first
     cache = output_cache(out)
-    cache.batch_select_indices(owner)  # [U, ...] -> [B, ...]
+    select_cache_rows(cache, owner)  # [U, ...] -> [B, ...]
     if pos is None:
         start = rope_start(model, prompt)[owner]  # [B, 1]
         rest_pos = start + torch.arange(lc - 1, device=device)  # [B, Lc-1]
@@ -150,6 +151,20 @@ def _shared_prompt_logits(model, batch: MicroBatch) -> Tensor:
     rest = model(input_ids=ids[:, lp:-1], attention_mask=mask, position_ids=rest_pos,
                  use_cache=True, **cache_kwargs(model, cache)).logits  # [B, Lc-1, V]
     return torch.cat([first, rest], dim=1)  # [B, Lc, V]
+
+
+def select_cache_rows(cache, rows: Tensor) -> None:
+    """`cache.batch_select_indices(rows)`, for a `rows` [B] that repeats rows, with a reproducible gradient.
+
+    HF selects by `keys[rows]`, whose backward (index_put with accumulate) adds duplicated rows with unordered
+    atomics on a multi-threaded CPU, so two same-seed runs could differ in the last bit; `index_select`'s backward
+    adds them in order. Layers that keep other state than keys and values select their own way."""
+    for layer in getattr(cache, "layers", None) or [cache]:
+        plain = type(layer).batch_select_indices is DynamicLayer.batch_select_indices
+        if plain and layer.is_initialized and layer.keys.numel():
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+        else:
+            layer.batch_select_indices(rows)
 
 
 def _unpadded(prompt: dict[str, Tensor]) -> list[PromptInputs]:

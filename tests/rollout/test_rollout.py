@@ -232,6 +232,26 @@ def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny, head,
     assert (shared_grad - plain_grad).abs().max() <= 1e-5 * plain_grad.abs().max()
 
 
+@pytest.mark.parametrize("head", [0, 40])
+def test_shared_prompt_forward_gradient_is_bitwise_reproducible(tiny, head):
+    """Same micro-batch, same gradient, every time. Rows picked from the prompts' activations by a duplicated
+    index (`x[owner]`) got their gradient from index_put's accumulate, which with more than one thread and at
+    least 32768 elements adds with unordered atomics on the CPU: same-seed runs differed in the last bit (~3e-8
+    after two steps, in ~5 % of tries). Two long prompts whose completions alternate make every thread add into
+    the same rows at once, so the old code fails here nearly every time."""
+    model, tok = tiny
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randint(2, 400, (head,), generator=g)
+    prompts = [torch.cat([shared, torch.randint(2, 400, (300 - head,), generator=g)]) for _ in range(2)]
+    samples = [Sample(p, torch.randint(2, 400, (int(n),), generator=g), "", False)
+               for n in torch.randint(1, 9, (6,), generator=g) for p in prompts]  # owners 0, 1, 0, 1, ...
+    mb = collate(samples, tok.pad_token_id, share_prompts=True)
+    assert mb.prompt_rows is not None
+    _, first = grads_of(model, mb, 0.7)
+    assert all(torch.equal(grads_of(model, mb, 0.7)[1], first) for _ in range(8))
+
+
 def test_shared_prompt_forward_is_not_used_under_checkpointing(tmp_path):
     model, _ = load_policy(ModelConfig(name="tiny-random", cache_dir=str(tmp_path), gradient_checkpointing=True), 0)
     assert not can_share_prompts(model)

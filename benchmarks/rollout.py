@@ -15,6 +15,9 @@ Variants, alternated in a rotating order within one process, each repeat with th
   gpgrl_prefill_untrimmed  as gpgrl_prefill_aten_draw, also decoding under no_grad instead of inference mode and
                       with HF's 2-D mask, rebuilt in 4-D at every step (before the per-call trims of issue 13);
                       not in the default list
+  hf_generate_static  hf_generate with a static KV cache (`cache_implementation="static"`); not in the default list
+  hf_generate_static_compiled  the same with HF's compiled decode forward (torch.compile, inductor, on the CPU);
+                      the first call compiles (the warm-up repeat); not in the default list
 
 With `--lengths forced` (default) every completion has exactly max new tokens (min_new_tokens); with `natural`,
 completions stop at EOS, and the fp32 variants still generate identical tokens (same seed), so the work is equal.
@@ -44,21 +47,34 @@ from roofline import decode_step, forward_flops, limits, roofline_seconds, weigh
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
 EXTRA_VARIANTS = ("gpgrl_prefill_grown", "gpgrl_prefill_whole", "gpgrl_prefill_aten_draw",
-                  "gpgrl_prefill_untrimmed")
+                  "gpgrl_prefill_untrimmed", "hf_generate_static", "hf_generate_static_compiled")
 
 
-def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
+def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace, **extra) -> int:
     """Plain HF generate on the whole batch; returns the number of completion tokens (up to the first EOS)."""
     from gpgrl.rollout import completion_lengths, eos_token_ids
 
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     eos = eos_token_ids(model, tokenizer)
-    out = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0,
+    out = model.generate(**enc, **extra, do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0,
                          max_new_tokens=args.max_new_tokens, num_return_sequences=args.generations,
                          min_new_tokens=args.max_new_tokens if args.lengths == "forced" else 0,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
     lengths, _ = completion_lengths(out[:, enc.input_ids.shape[1]:], eos)
     return int(lengths.sum())
+
+
+def hf_static(compiled: bool) -> Callable[..., int]:
+    """HF generate with a static KV cache, and with its decode forward compiled by torch.compile (inductor, no CUDA
+    graphs: HF compiles on the CPU only when told to, `CompileConfig._compile_all_devices`)."""
+    def run(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> int:
+        from transformers import CompileConfig
+
+        compile_config = CompileConfig(mode="default", dynamic=False)
+        compile_config._compile_all_devices = compiled
+        return hf_generate(model, tokenizer, prompts, args, cache_implementation="static",
+                           compile_config=compile_config if compiled else None, disable_compile=not compiled)
+    return run
 
 
 @contextmanager
@@ -109,7 +125,8 @@ RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
            "gpgrl_prefill_grown": gpgrl_generate(True, False, ("reserved_cache",)),
            "gpgrl_prefill_whole": gpgrl_generate(True, False, ("shared_head",)),
            "gpgrl_prefill_aten_draw": gpgrl_generate(True, False, ("fast_draw",)),
-           "gpgrl_prefill_untrimmed": gpgrl_generate(True, False, ("fast_draw", "inference_mode", "prebuilt_mask"))}
+           "gpgrl_prefill_untrimmed": gpgrl_generate(True, False, ("fast_draw", "inference_mode", "prebuilt_mask")),
+           "hf_generate_static": hf_static(False), "hf_generate_static_compiled": hf_static(True)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

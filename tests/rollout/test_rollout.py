@@ -236,9 +236,10 @@ def test_shared_prompt_forward_gives_the_plain_logprobs_and_gradient(tiny, head,
 def test_shared_prompt_forward_gradient_is_bitwise_reproducible(tiny, head):
     """Same micro-batch, same gradient, every time. Rows picked from the prompts' activations by a duplicated
     index (`x[owner]`) got their gradient from index_put's accumulate, which with more than one thread and at
-    least 32768 elements adds with unordered atomics on the CPU: same-seed runs differed in the last bit (~3e-8
-    after two steps, in ~5 % of tries). Two long prompts whose completions alternate make every thread add into
-    the same rows at once, so the old code fails here nearly every time."""
+    least 32768 elements adds with unordered atomics on the CPU: same-seed runs differed in the last bit (up to
+    2.4e-7 after two steps, in 11 of 150 tries: benchmarks/same_seed_repeats.py). Two long prompts whose
+    completions alternate make every thread add into the same rows at once, so the old code fails here nearly
+    every time (with one thread it cannot fail)."""
     model, tok = tiny
     model.train()
     g = torch.Generator().manual_seed(0)

@@ -168,6 +168,7 @@ def test_same_seed_same_weights(tmp_path):
     a, b = (_params(AutoModelForCausalLM.from_pretrained(out / "final")) for out in outs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     metrics = [_records(out / "metrics.jsonl") for out in outs]
+    assert all(m["grad_norm"] > 0 for m in metrics[0])  # both steps updated: the equality compares trained weights
     assert [m["reward_mean"] for m in metrics[0]] == [m["reward_mean"] for m in metrics[1]]
 
 

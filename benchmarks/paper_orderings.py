@@ -1,7 +1,7 @@
 """Which of the GPG paper's orderings hold in `gpgrl compare` directories, seed by seed.
 
     .venv/bin/python benchmarks/paper_orderings.py runs/compare/basic_arithmetic [--metric accuracy_after]
-        [--with LABEL=DIR:ALGORITHM ...] [--all-pairs] [--power]
+        [--with LABEL=DIR:ALGORITHM ...] [--all-pairs] [--power] [--per-seed]
 
 The paper's claim is GRPO < GPG(F_norm=1, α=1) < GPG(F_norm=std, α=1) < GPG(α=B/(B−M)) < GPG(α, β_th=0.6), and
 GPG ahead of Dr.GRPO; its Table 11 (F_norm=std, α=1) orders the group sizes G = 2 < 4 < 8. Runs of one seed share
@@ -24,7 +24,8 @@ different config: e.g. G = 2 as `gpg-std-G2`), `--all-pairs` judges every pair o
 
 `--power` prints, from the same paired differences, how many seeds a paired comparison needs to detect a given
 difference with 80 % power at a two-sided 5 % level (normal approximation: n = ((1.96 + 0.84) σ_d / Δ)²), and
-the smallest difference 5 seeds can detect.
+the smallest difference 5 seeds can detect. `--per-seed` prints every row's value seed by seed, its mean and its
+mean generated tokens per run, ranked by the mean.
 """
 
 from __future__ import annotations
@@ -219,6 +220,23 @@ def power_rows(values: dict[str, dict[int, float]], deltas: tuple[float, ...] = 
     return rows
 
 
+def per_seed_rows(runs: Runs, metric: str) -> list[str]:
+    """Every row's metric seed by seed (— where a seed is missing), its mean and its mean generated tokens per run,
+    ranked by the mean (lowest first): the table docs/results.md shows, generated rather than transcribed."""
+    values = by_algorithm(runs, metric)
+    seeds = sorted({s for v in values.values() for s in v})
+    ranked = sorted(values, key=lambda name: statistics.fmean(values[name].values()))
+    rows = [f"| row | {' | '.join(f'seed {s}' for s in seeds)} | mean | seeds | generated tokens per run (mean) |",
+            "|---|" + "---|" * (len(seeds) + 3)]
+    for name in ranked:
+        cells = " | ".join(f"{values[name][s]:.3f}" if s in values[name] else "—" for s in seeds)
+        tokens = [r["generated_tokens"] for r in runs[name].values() if r.get("generated_tokens") is not None]
+        mean_tokens = f"{statistics.fmean(tokens):,.0f}" if tokens else "—"
+        rows.append(f"| {name} | {cells} | {statistics.fmean(values[name].values()):.3f} | {len(values[name])} | "
+                    f"{mean_tokens} |")
+    return rows
+
+
 PLACEHOLDER = re.compile(r"\\boxed\{(result|ANSWER|answer)\}")
 """A box holding the placeholder word of the prompt ("written as \\boxed{result}") or of the system prompt."""
 
@@ -241,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="LABEL=DIR:ALGORITHM", help="the runs of ALGORITHM in compare directory DIR as LABEL")
     parser.add_argument("--all-pairs", action="store_true", help="judge every pair of rows, not only the paper's")
     parser.add_argument("--power", action="store_true", help="the seeds needed to detect 0.05 and 0.10")
+    parser.add_argument("--per-seed", action="store_true", help="every row's metric seed by seed, and its mean")
     parser.add_argument("--min-seeds", type=int, default=5,
                         help="the fewest common seeds an ordering needs for a verdict at this power")
     args = parser.parse_args(argv)
@@ -251,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
               "smallest Δ 5 seeds detect |")
         print("|---|---|---|---|---|")
         print("\n".join(power_rows(values)))
+        return
+    if args.per_seed:
+        print("\n".join(per_seed_rows(runs, args.metric)))
         return
     print(f"| expected ordering | paper (avg) | paired difference in {args.metric} (mean ± std over seeds) | "
           "seeds where it holds | verdict | bootstrap 95 % CI | resampled | at this power |")

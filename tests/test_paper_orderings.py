@@ -126,3 +126,16 @@ def test_bad_with_argument_says_how_to_write_it():
 
     with pytest.raises(argparse.ArgumentTypeError, match="LABEL=DIR:ALGORITHM"):
         paper_orderings.Source.parse("results/compare/g2")
+
+
+def test_per_seed_table(tmp_path, capsys):
+    runs = [{"algorithm": "grpo", "seed": 0, "status": "finished", "accuracy_after": 0.2, "generated_tokens": 100},
+            {"algorithm": "grpo", "seed": 1, "status": "finished", "accuracy_after": 0.4, "generated_tokens": 300},
+            {"algorithm": "gpg", "seed": 0, "status": "finished", "accuracy_after": 0.1, "generated_tokens": 1000},
+            {"algorithm": "gpg", "seed": 1, "status": "diverged"}]
+    (tmp_path / "comparison.json").write_text(json.dumps({"runs": runs}))
+    paper_orderings.main([str(tmp_path), "--per-seed"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| row | seed 0 | seed 1 | mean | seeds | generated tokens per run (mean) |"
+    # ranked by the mean, lowest first; the diverged seed is a gap, not a zero
+    assert lines[2:] == ["| gpg | 0.100 | — | 0.100 | 1 | 1,000 |", "| grpo | 0.200 | 0.400 | 0.300 | 2 | 200 |"]

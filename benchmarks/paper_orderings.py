@@ -4,9 +4,10 @@
         [--with LABEL=DIR:ALGORITHM ...] [--all-pairs] [--power] [--per-seed]
 
 The paper's claim is GRPO < GPG(F_norm=1, α=1) < GPG(F_norm=std, α=1) < GPG(α=B/(B−M)) < GPG(α, β_th=0.6), and
-GPG ahead of Dr.GRPO; its Table 11 (F_norm=std, α=1) orders the group sizes G = 2 < 4 < 8. Runs of one seed share
-the data order and the untrained model, so each ordering is judged on paired differences: the mean ± std over
-seeds of (better − worse), and on how many seeds it holds. With three seeds, "3 of 3" is the strongest statement
+GPG ahead of Dr.GRPO, with F_norm = std and α together (44.1) below both of their single changes; its Table 11
+(F_norm=std, α=1) orders the group sizes G = 2 < 4 < 8. Runs of one seed share the data order and the untrained
+model, so each ordering is judged on paired differences: the mean ± std over seeds of (better − worse), and on
+how many seeds it holds. With three seeds, "3 of 3" is the strongest statement
 the data allow (a sign test's one-sided p = 1/8), and a mean difference smaller than its standard deviation is
 not evidence either way. Each ordering also gets a bootstrap 95 % confidence interval of the mean paired
 difference and a verdict at this power: holds (the interval is above 0), reversed (below 0) or undecided, given
@@ -47,6 +48,8 @@ ORDERINGS = [  # (expected better, expected worse, the paper's numbers)
     ("gpg-no-alpha", "grpo", "43.9 > 43.7"),
     ("gpg-std", "gpg-no-alpha", "45.3 > 43.9"),
     ("gpg-alpha", "gpg-std", "47.8 > 45.3"),
+    ("gpg-std", "gpg-std-alpha", "45.3 > 44.1 (α with F_norm = std)"),
+    ("gpg-alpha", "gpg-std-alpha", "47.8 > 44.1 (F_norm = 1 with α)"),
     ("gpg", "gpg-alpha", "48.3 > 47.8"),
     ("gpg", "grpo", "48.3 > 43.7"),
     ("gpg", "dr_grpo", "48.3 > 43.7"),

@@ -35,11 +35,11 @@ extra=(eval.before=false)
 
 for seed in $(seq "$first" "$last"); do
   $gpgrl compare --config $recipe train.output_dir=$main train.seed="$seed" seeds=1 \
-    algorithms=grpo,gpg,gpg-alpha,gpg-no-alpha,gpg-std,dr_grpo,dapo
+    algorithms=grpo,gpg,gpg-alpha,gpg-no-alpha,gpg-std,gpg-std-alpha,dr_grpo,dapo
   # its --seeds N is a count from train.seed on (as compare's seeds=): the seed goes in as train.seed instead
   .venv/bin/python benchmarks/trl_grpo_run.py --compare-dir $main --config $recipe train.seed="$seed"
   $gpgrl compare --config $recipe train.output_dir=$main train.seed="$seed" seeds=1 \
-    algorithms=grpo,gpg,gpg-alpha,gpg-no-alpha,gpg-std,dr_grpo,dapo  # the report, now with the TRL row
+    algorithms=grpo,gpg,gpg-alpha,gpg-no-alpha,gpg-std,gpg-std-alpha,dr_grpo,dapo  # the report, now with the TRL row
   for g in 2 8; do
     $gpgrl compare --config $recipe train.output_dir=${main}_g$g train.seed="$seed" seeds=1 "${extra[@]}" \
       rollout.generations_per_prompt=$g algorithms=gpg-std

@@ -101,6 +101,14 @@ def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "")
     except (Interrupted, Aborted) as stop:
         console.print(f"[yellow]{stop}{resume_hint}", highlight=False)
         return 128 + stop.signum
+    except KeyboardInterrupt as late:
+        # a second SIGINT after the step had ended and its checkpoint was written: the stop handlers were already
+        # restored, so Python raised KeyboardInterrupt on the way out; the stop it interrupted is what to report
+        stop = late.__context__
+        if not isinstance(stop, Interrupted | Aborted):
+            raise
+        console.print(f"[yellow]{stop}{resume_hint}", highlight=False)
+        return 128 + stop.signum
     except (ConfigError, ModelLoadError, RewardError, TrainingDiverged, CheckpointError) as err:
         console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
         return 2 if isinstance(err, ConfigError) else 1

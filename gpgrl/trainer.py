@@ -721,8 +721,17 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        stopping = self.received is not None and bool(self._previous)
+        for sig, handler in self._previous.items():
+            # a stop under way (its checkpoint written) absorbs one more signal on the way out, instead of Python's
+            # KeyboardInterrupt traceback during shutdown; that signal restores the previous handler
+            signal.signal(sig, self._late if stopping else handler)
+
+    def _late(self, signum: int, frame: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._say(f"{signal.Signals(signum).name}: already stopping after step {self.step}; the newest checkpoint is "
+                  f"{self._newest()}")
 
 
 def newest_checkpoint(run: Run) -> str:

@@ -98,13 +98,9 @@ def _run_job(job: Callable[[], object], console: Console, resume_hint: str = "")
 
     try:
         job()
-    except (Interrupted, Aborted) as stop:
-        console.print(f"[yellow]{stop}{resume_hint}", highlight=False)
-        return 128 + stop.signum
-    except KeyboardInterrupt as late:
-        # a second SIGINT after the step had ended and its checkpoint was written: the stop handlers were already
-        # restored, so Python raised KeyboardInterrupt on the way out; the stop it interrupted is what to report
-        stop = late.__context__
+    except (Interrupted, Aborted, KeyboardInterrupt) as err:
+        # a KeyboardInterrupt that cut short the report of a stop (a late signal during shutdown) reports that stop
+        stop = err if isinstance(err, Interrupted | Aborted) else err.__context__
         if not isinstance(stop, Interrupted | Aborted):
             raise
         console.print(f"[yellow]{stop}{resume_hint}", highlight=False)

@@ -1,6 +1,6 @@
 """`python -m gpgrl` is the `gpgrl` command."""
 
-from gpgrl.cli import main
+from gpgrl.cli import console_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

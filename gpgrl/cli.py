@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -54,6 +55,21 @@ def _world_size() -> int:
 
 def _resolve(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides, world_size=_world_size())
+
+
+def console_main() -> None:
+    """The `gpgrl` command: `main`, then exit with its code.
+
+    After a reported stop (exit 128+N) the process ignores further SIGINT/SIGTERM: interpreter shutdown restores
+    Python's default handlers, so a second Ctrl-C arriving then would kill the process (exit -2) instead of
+    letting it end with the one line already printed. Only the command does this; in-process callers of `main`
+    keep their Ctrl-C.
+    """
+    code = main()
+    if code > 128:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # SIG_IGN survives interpreter finalization; SIG_DFL would not
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

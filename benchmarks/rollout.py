@@ -15,6 +15,8 @@ Variants, alternated in a rotating order within one process, each repeat with th
   gpgrl_prefill_untrimmed  as gpgrl_prefill_aten_draw, also decoding under no_grad instead of inference mode and
                       with HF's 2-D mask, rebuilt in 4-D at every step (before the per-call trims of issue 13);
                       not in the default list
+  gpgrl_prefill_hf_step  as gpgrl_prefill with every decode step the model's own forward (before the fused
+                      decode step of Llama/Qwen2 models, `gpgrl.rollout.decode_step`); not in the default list
   hf_generate_static  hf_generate with a static KV cache (`cache_implementation="static"`); not in the default list
   hf_generate_static_compiled  the same with HF's compiled decode forward (torch.compile, inductor, on the CPU);
                       the first call compiles (the warm-up repeat); not in the default list
@@ -47,7 +49,8 @@ from roofline import decode_step, forward_flops, limits, roofline_seconds, weigh
 
 VARIANTS = ("hf_generate", "gpgrl", "gpgrl_prefill", "gpgrl_prefill_bf16")
 EXTRA_VARIANTS = ("gpgrl_prefill_grown", "gpgrl_prefill_whole", "gpgrl_prefill_aten_draw",
-                  "gpgrl_prefill_untrimmed", "hf_generate_static", "hf_generate_static_compiled")
+                  "gpgrl_prefill_untrimmed", "gpgrl_prefill_hf_step", "hf_generate_static",
+                  "hf_generate_static_compiled")
 
 
 def hf_generate(model, tokenizer, prompts: list[str], args: argparse.Namespace, **extra) -> int:
@@ -82,7 +85,9 @@ def without(features: tuple[str, ...]) -> Iterator[None]:
     """The shared-prefill sampler without some of its later optimisations, to measure each one:
     `reserved_cache` (the KV cache then grows by concatenation at every decode step, HF's DynamicLayer),
     `shared_head` (every prompt then prefilled whole, its system-prompt head included), `fast_draw` (ATen's
-    serial exponential_ instead), `inference_mode` (no_grad instead) and `prebuilt_mask` (HF's own per step)."""
+    serial exponential_ instead), `inference_mode` (no_grad instead), `prebuilt_mask` (HF's own per step) and
+    `fused_step` (the model's forward at every decode step)."""
+    import gpgrl.rollout.decode_step as decode_step
     import gpgrl.rollout.prefill as prefill
     import gpgrl.rollout.sampling as sampling
 
@@ -98,9 +103,11 @@ def without(features: tuple[str, ...]) -> Iterator[None]:
         sampling.DECODE_MODE = torch.no_grad
     if "prebuilt_mask" in features:
         sampling.prebuilt_mask_applies = lambda model, prompts: False
+    decode_step.FUSED = "fused_step" not in features
     try:
         yield
     finally:
+        decode_step.FUSED = True
         (sampling.expand_cache, prefill.MIN_SHARED_HEAD, sampling.exponential_noise, sampling.DECODE_MODE,
          sampling.prebuilt_mask_applies) = saved
 
@@ -126,6 +133,7 @@ RUNNERS = {"hf_generate": hf_generate, "gpgrl": gpgrl_generate(False, False),
            "gpgrl_prefill_whole": gpgrl_generate(True, False, ("shared_head",)),
            "gpgrl_prefill_aten_draw": gpgrl_generate(True, False, ("fast_draw",)),
            "gpgrl_prefill_untrimmed": gpgrl_generate(True, False, ("fast_draw", "inference_mode", "prebuilt_mask")),
+           "gpgrl_prefill_hf_step": gpgrl_generate(True, False, ("fused_step",)),
            "hf_generate_static": hf_static(False), "hf_generate_static_compiled": hf_static(True)}
 
 
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     for v, row in summary.items():
         row["ratio_vs_hf_generate"] = row["time_s"] / base if base else None  # None: hf_generate was not run
         ratio = "–" if row["ratio_vs_hf_generate"] is None else f"{row['ratio_vs_hf_generate']:.2f}"
-        print(f"{v:<24} {row['time_s']:8.2f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} {ratio:>6}")
+        print(f"{v:<24} {row['time_s']:8.3f} {row['tokens']:7.0f} {row['tokens_per_s']:8.1f} {ratio:>6}")
     roof = roofline(model, tokenizer, prompts[args.repeats * args.prompts:], args, summary)
     write_json(args.out, {"args": vars(args), "machine": env, "summary": summary, "times": times, "tokens": tokens,
                           "roofline": roof})

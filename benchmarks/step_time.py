@@ -21,6 +21,8 @@ Systems (`--systems`, comma-separated):
   gpgrl_plain       as gpgrl without the fast paths (gpgrl's defaults before this benchmark)
   gpgrl_prefill     as gpgrl_plain + shared prefill only
   gpgrl_prompt_fwd  as gpgrl_plain + shared prompt forward only
+  gpgrl_hf_step     as gpgrl with every decode step the model's own forward (before the fused decode step,
+                    `gpgrl.rollout.decode_step`)
   gpgrl_bf16        as gpgrl + bf16 autocast (model.autocast_bf16)
   gpgrl_kl          as gpgrl + a k3 KL term (algorithm.kl_coef=0.04: reference model, no skipping)
   previous_default  the default recipe as it was before issue 13 (plain sampler, plain training forward), with its
@@ -89,6 +91,7 @@ GPGRL_SYSTEMS: dict[str, tuple[str, ...]] = {
     "gpgrl_plain": PLAIN + VARIED,
     "gpgrl_prefill": FAST[:1] + PLAIN[1:] + VARIED,
     "gpgrl_prompt_fwd": PLAIN[:1] + FAST[1:] + VARIED,
+    "gpgrl_hf_step": FAST + VARIED,
     "gpgrl_bf16": FAST + VARIED + ("model.autocast_bf16=true",),
     "gpgrl_kl": FAST + VARIED + ("algorithm.kl_coef=0.04",),
     "previous_default": PREVIOUS_DEFAULT,
@@ -150,6 +153,10 @@ def serve_gpgrl(args: argparse.Namespace, system: str, proto: TextIO, out_dir: s
     from gpgrl.trainer import setup, train_step
 
     cfg = build_config({}, gpgrl_overrides(args, system, out_dir))
+    if system == "gpgrl_hf_step":  # not a config key: the fused step is exact, so it has no switch
+        import gpgrl.rollout.decode_step as decode_step
+
+        decode_step.FUSED = False
     run = setup(cfg, Console(file=sys.stderr))
     for _ in range(args.start_step):  # the prompts earlier rounds used
         run.queue.take(args.prompts)

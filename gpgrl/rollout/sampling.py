@@ -27,9 +27,10 @@ from torch import Tensor
 from transformers import StoppingCriteria, StoppingCriteriaList, TopPLogitsWarper
 
 from gpgrl.rewards.answers import answer_end
+from gpgrl.rollout.decode_step import decode_step
 from gpgrl.rollout.inputs import PromptEncoder, PromptInputs, Vision
 from gpgrl.rollout.kv_cache import expand_cache
-from gpgrl.rollout.precision import cache_kwargs, output_cache, precision
+from gpgrl.rollout.precision import precision
 from gpgrl.rollout.prefill import prefill
 
 # The autograd mode of the shared-prefill decoding (`benchmarks/rollout.py` swaps in torch.no_grad to measure it).
@@ -255,8 +256,10 @@ def _decode(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: i
     logits = first.logits.repeat_interleave(n, dim=0)  # [N, V]
     rows, lp, steps = logits.shape[0], attn.shape[1], params.max_new_tokens
     mask = torch.cat([attn.repeat_interleave(n, dim=0), attn.new_ones(rows, steps)], dim=1)  # [N, Lp+steps]
-    if prebuilt_mask_applies(model, prompts):
+    prebuilt = prebuilt_mask_applies(model, prompts)
+    if prebuilt:
         mask = mask.bool()[:, None, None, :]  # [N, 1, 1, Lp+steps]: the 4-D mask HF would build at every step
+    forward = decode_step(model, prebuilt)
     pos = start.repeat_interleave(n, dim=0) - 1  # [N, 1]
     eos = torch.tensor(sorted(eos_ids), device=device)
     suppressed = torch.tensor(encoder.suppressed_ids, dtype=torch.long, device=device)
@@ -277,9 +280,7 @@ def _decode(model, encoder: PromptEncoder, prompts: Sequence[PromptInputs], n: i
             active, nxt, mask, pos = active[keep], nxt[keep], mask[keep], pos[keep]
             cache.batch_select_indices(keep)
         pos = pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask[..., : lp + t + 1], position_ids=pos,
-                    use_cache=True, **cache_kwargs(model, cache))
-        cache, logits = output_cache(out), out.logits[:, -1].float()  # [A, V]
+        cache, logits = forward(nxt, mask[..., : lp + t + 1], pos, cache)  # logits [A, V]
     return tokens
 
 

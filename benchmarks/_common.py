@@ -46,11 +46,32 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+SIMD_FLAG_PREFIXES = ("avx", "fma", "f16c", "amx")
+
+
+def simd_flags(cpuinfo: str | None = None) -> list[str]:
+    """The CPU's vector-unit flags (AVX2, AVX-512 kinds, FMA, F16C, AMX) from /proc/cpuinfo, sorted; [] elsewhere.
+
+    Matmul speed, hence every absolute time here, depends on them: machines of one name differ.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # pragma: no cover - not Linux
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = line.split(":", 1)[1].split()
+            return sorted(f for f in set(flags) if f.startswith(SIMD_FLAG_PREFIXES))
+    return []
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, including the load average (other processes distort timings)."""
     import transformers
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_name(), "cpu_flags": simd_flags(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "loadavg": list(os.getloadavg()),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -14,7 +14,8 @@ without grouped-query attention and biases). It applies only where that can be g
 (`fused_step_applies`): the exact transformers classes (not a subclass, not FSDP2's wrapped classes), every
 projection a plain `nn.Linear` (no LoRA), no module hooks (DeepSpeed ZeRO-3, accelerate offloading) and no
 instance-patched forwards, SDPA over full-attention layers with the prebuilt 4-D mask (`prebuilt_mask_applies`),
-and no autocast (whose fp32-head patch `gpgrl.rollout.precision` installs). Anything else runs `hf_step`.
+no autocast (whose fp32-head patch `gpgrl.rollout.precision` installs), and no attention dropout in training mode
+(the sampler decodes in eval mode). Anything else runs `hf_step`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def fused_step_applies(model) -> bool:
     base = getattr(model, "module", model)  # under DDP
     classes = _families().get(type(base))
     if classes is None or torch.is_autocast_enabled(base.lm_head.weight.device.type) or _global_hooks():
+        return False
+    if base.training and getattr(base.config, "attention_dropout", 0.0):  # the forward would drop attention out
         return False
     layer_cls, attn_cls, mlp_cls, norm_cls, rope_cls = classes
     inner = base.model

@@ -95,6 +95,13 @@ def test_the_models_forward_runs_wherever_the_fused_step_could_differ():
     assert not ds.fused_step_applies(model)
     del model.model.norm.forward
     assert ds.fused_step_applies(model)
+    model.config.attention_dropout = 0.1
+    assert ds.fused_step_applies(model)  # in eval mode, as the sampler decodes, dropout does nothing
+    model.train()
+    assert not ds.fused_step_applies(model)
+    model.config.attention_dropout = 0.0
+    assert ds.fused_step_applies(model)
+    model.eval()
     model.config._attn_implementation = "eager"
     assert not ds.fused_step_applies(model)
     model.config._attn_implementation = "sdpa"
